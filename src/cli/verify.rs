@@ -1,0 +1,347 @@
+//! `idgate verify` and `idgate verify-signatures`: streaming offline verification through the
+//! same engine and rule as the gateway.
+//!
+//! Three stages overlap: a reader thread cuts the input into blocks of lines, the engine verifies
+//! one block on every core, and a writer thread serialises the previous block's verdicts. The
+//! channels between them hold two blocks at most, so memory stays flat however long the input.
+//!
+//! Within one run, a second presentation with the same replay key is `replayed` (a memory replay
+//! store spans the whole run, without a start-up watermark since "now" may be `--at`).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::lines::{Line, read_block};
+use super::{SignatureArgs, VerifyArgs};
+use crate::b64;
+use crate::replay::{MemoryReplayStore, ReplayConfig};
+use crate::revocation::{RevocationList, unix_now};
+use crate::trust::TrustStore;
+use crate::verify::{
+    Audiences, Batch, Engine, EngineConfig, Limits, NoRevocations, Outcome, Policy, Rejection,
+    RevocationSource, SignatureError, SignatureInput, Standing, State, TrustContext, Verdict,
+    Verifier,
+};
+
+/// Lines per block. Measured (BENCHMARKS.md): larger blocks keep more strings and parsed
+/// credentials alive at once, and first-touching that memory (the kernel zeroing fresh pages) cost
+/// up to a tenth of the run; 2,048 lines is four full batches per core and the fastest setting.
+const BLOCK_LINES: usize = 2048;
+
+/// A revocation file with a notion of age, for check 13 offline.
+struct FileRevocations {
+    list: RevocationList,
+    as_of: i64,
+    max_staleness: Option<i64>,
+}
+
+impl RevocationSource for FileRevocations {
+    fn standing(&self, sub: &str, jti: &str, iat: i64) -> Standing {
+        self.list.standing(sub, jti, iat)
+    }
+    fn is_current(&self, now: i64) -> bool {
+        self.max_staleness.is_none_or(|max| now - self.as_of <= max)
+    }
+}
+
+fn load_revocations(args: &VerifyArgs) -> Result<Box<dyn RevocationSource + Send + Sync>> {
+    let Some(path) = &args.revocations else {
+        return Ok(Box::new(NoRevocations));
+    };
+    let list = RevocationList::load_jsonl(path)
+        .with_context(|| format!("revocations {}", path.display()))?;
+    let as_of = match args.revocations_as_of {
+        Some(at) => at,
+        None => {
+            let modified = std::fs::metadata(path).and_then(|m| m.modified())?;
+            modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        }
+    };
+    Ok(Box::new(FileRevocations {
+        list,
+        as_of,
+        max_staleness: args.max_staleness,
+    }))
+}
+
+/// The `--stats` summary.
+#[derive(Serialize)]
+struct RunStats {
+    items: u64,
+    threads: usize,
+    threads_used: usize,
+    signatures: u64,
+    batches_ok: u64,
+    batches_fallback: u64,
+    elapsed_s: f64,
+}
+
+impl RunStats {
+    fn print(engine: &Engine, items: u64, started: std::time::Instant) {
+        let stats = engine.stats();
+        let summary = RunStats {
+            items,
+            threads: engine.threads(),
+            threads_used: stats.threads_used(),
+            signatures: stats.signatures.load(Ordering::Relaxed),
+            batches_ok: stats.batches_ok.load(Ordering::Relaxed),
+            batches_fallback: stats.batches_fallback.load(Ordering::Relaxed),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        if let Ok(text) = serde_json::to_string(&summary) {
+            eprintln!("{text}");
+        }
+    }
+}
+
+fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead + Send>> {
+    Ok(match path {
+        None => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+        Some(path) if path.as_os_str() == "-" => {
+            Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
+        }
+        Some(path) => {
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            Box::new(BufReader::with_capacity(1 << 20, file))
+        }
+    })
+}
+
+/// Runs reader → `work` → writer with bounded channels. `work` turns a block of lines into
+/// results; `render` (on the writer thread, overlapping the next block's work) writes them.
+fn pipeline<T: Send + 'static>(
+    input: Box<dyn BufRead + Send>,
+    max_line_bytes: usize,
+    mut work: impl FnMut(Vec<Line>) -> T,
+    render: impl Fn(T, &mut Vec<u8>) + Send + 'static,
+) -> Result<()> {
+    let (line_tx, line_rx): (SyncSender<Vec<Line>>, Receiver<Vec<Line>>) = sync_channel(1);
+    let (out_tx, out_rx): (SyncSender<T>, Receiver<T>) = sync_channel(1);
+    let reader = thread::spawn(move || -> io::Result<()> {
+        let mut input = input;
+        loop {
+            let block = read_block(&mut input, BLOCK_LINES, max_line_bytes)?;
+            if block.is_empty() || line_tx.send(block).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let writer = thread::spawn(move || -> io::Result<()> {
+        let mut stdout = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        let mut buffer = Vec::new();
+        for results in out_rx {
+            buffer.clear();
+            render(results, &mut buffer);
+            stdout.write_all(&buffer)?;
+        }
+        stdout.flush()
+    });
+    for block in line_rx {
+        if out_tx.send(work(block)).is_err() {
+            break;
+        }
+    }
+    drop(out_tx);
+    let read = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    read.context("reading input")?;
+    written.context("writing output")?;
+    Ok(())
+}
+
+/// A line may hold the presentation as is, or as a JSON string.
+fn presentation_text(line: &Line) -> Result<std::borrow::Cow<'_, str>, Rejection> {
+    let malformed = |detail| Rejection::new(Outcome::Malformed, detail);
+    match line {
+        Line::TooLong => Err(malformed("presentation exceeds the size limit")),
+        Line::NotUtf8 => Err(malformed("line is not UTF-8")),
+        Line::Text(text) => {
+            let trimmed = text.trim();
+            if trimmed.starts_with('"') {
+                serde_json::from_str::<String>(trimmed)
+                    .map(Into::into)
+                    .map_err(|_| malformed("line is neither a presentation nor a JSON string"))
+            } else {
+                Ok(trimmed.into())
+            }
+        }
+    }
+}
+
+fn engine(threads: usize) -> Result<Arc<Engine>> {
+    Ok(Arc::new(Engine::new(&EngineConfig {
+        threads,
+        ..EngineConfig::default()
+    })?))
+}
+
+pub fn run_verify(args: &VerifyArgs) -> Result<()> {
+    let store = TrustStore::load(&args.trust)?;
+    let trust = TrustContext::new(store, args.cache_mb.saturating_mul(1 << 20));
+    let started = std::time::Instant::now();
+    let revocations = load_revocations(args)?;
+    let replay = MemoryReplayStore::new(ReplayConfig {
+        capacity: args.replay_capacity,
+        watermark: None,
+    });
+    let policy = Policy {
+        clock_skew_s: args.clock_skew,
+        max_presentation_age_s: args.max_age,
+        require_key_binding: !args.allow_bearer,
+        audiences: if args.audiences.is_empty() {
+            Audiences::Any
+        } else {
+            Audiences::Only(args.audiences.clone())
+        },
+    };
+    let limits = Limits::default();
+    let verifier = Verifier::new(engine(args.threads)?, limits);
+    let state = State {
+        trust: &trust,
+        revocation: revocations.as_ref(),
+        replay: &replay,
+    };
+    let input = open_input(args.input.as_deref())?;
+    // Allow JSON-string quoting and a CR on top of the presentation limit before calling a
+    // line too long; the parser applies the exact limit.
+    let max_line = limits.max_presentation_bytes * 2 + 16;
+    let mut items = 0u64;
+    pipeline(
+        input,
+        max_line,
+        |block| {
+            items += block.len() as u64;
+            let texts: Vec<Result<std::borrow::Cow<'_, str>, Rejection>> =
+                block.iter().map(presentation_text).collect();
+            let presentations: Vec<&str> =
+                texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+            let now = args.at.unwrap_or_else(unix_now);
+            let batch = Batch::new(&presentations, now, &policy, args.claims);
+            let verdicts = verifier.verify(&batch, state);
+            // A line that never became a presentation keeps its own reason.
+            texts
+                .iter()
+                .zip(verdicts)
+                .map(|(text, verdict)| {
+                    if let Err(rejection) = text {
+                        Verdict::rejected(*rejection)
+                    } else {
+                        verdict
+                    }
+                })
+                .collect::<Vec<_>>()
+        },
+        |verdicts, out| {
+            for verdict in &verdicts {
+                write_json_line(out, verdict);
+            }
+        },
+    )?;
+    if args.stats {
+        RunStats::print(verifier.engine(), items, started);
+    }
+    Ok(())
+}
+
+fn write_json_line(out: &mut Vec<u8>, value: &impl Serialize) {
+    // Serialising our own plain structs into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, value).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+#[derive(Deserialize)]
+struct SignatureLine {
+    public_key: String,
+    message: String,
+    signature: String,
+}
+
+/// One output line of `verify-signatures` (same shape as the HTTP API's items).
+#[derive(Serialize)]
+pub struct SignatureResult {
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+impl From<Result<(), SignatureError>> for SignatureResult {
+    fn from(result: Result<(), SignatureError>) -> Self {
+        match result {
+            Ok(()) => SignatureResult {
+                valid: true,
+                error: None,
+            },
+            Err(error) => SignatureResult {
+                valid: false,
+                error: Some(error.as_str()),
+            },
+        }
+    }
+}
+
+/// Decodes one signature line; `None` means malformed.
+fn signature_input(line: &Line) -> Option<SignatureInput> {
+    let Line::Text(text) = line else { return None };
+    let parsed: SignatureLine = serde_json::from_str(text).ok()?;
+    Some(SignatureInput {
+        public_key: b64::decode(&parsed.public_key).ok()?,
+        message: b64::decode(&parsed.message).ok()?,
+        signature: b64::decode(&parsed.signature).ok()?,
+    })
+}
+
+pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let verifier = Verifier::new(engine(args.threads)?, Limits::default());
+    let input = open_input(args.input.as_deref())?;
+    let mut items = 0u64;
+    pipeline(
+        input,
+        1 << 20,
+        |block| {
+            items += block.len() as u64;
+            let inputs: Vec<Option<SignatureInput>> = block.iter().map(signature_input).collect();
+            let usable: Vec<SignatureInput> = inputs
+                .iter()
+                .map(|i| i.clone().unwrap_or_default())
+                .collect();
+            let results = verifier.verify_signatures(&usable);
+            inputs
+                .iter()
+                .zip(results)
+                .map(|(input, result)| {
+                    if input.is_some() {
+                        result
+                    } else {
+                        Err(SignatureError::Malformed)
+                    }
+                })
+                .collect::<Vec<_>>()
+        },
+        |results, out| {
+            for result in results {
+                write_json_line(out, &SignatureResult::from(result));
+            }
+        },
+    )?;
+    if args.stats {
+        RunStats::print(verifier.engine(), items, started);
+    }
+    Ok(())
+}

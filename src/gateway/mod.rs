@@ -1,0 +1,305 @@
+//! The gateway's shared state and the one bridge from async handlers to the verification pool.
+//!
+//! `Gateway` is a cheap-clone handle (`Arc` inside). HTTP lives in `api/` and `server.rs`; this
+//! module knows nothing of status codes.
+//!
+//! **Invariants:**
+//! - CPU work (request JSON to verdicts to response bytes) runs on the rayon pool, reached only
+//!   through [`Gateway::on_engine`]; async tasks never block and never hold a lock across
+//!   `.await`.
+//! - Pending work is bounded: a request reserves its item count before any work is queued and
+//!   the reservation is released when the *work* finishes (not when the client leaves), so the
+//!   bound is honest even for abandoned requests.
+//! - The trust store is an immutable snapshot swapped atomically; a reload that fails leaves
+//!   the old one in force.
+
+pub mod coalesce;
+pub mod tenants;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::Settings;
+use crate::metrics::{Gauges, Metrics};
+use crate::replay::{MemoryReplayStore, ReplayConfig};
+use crate::revocation::log::{LogError, Recovery};
+use crate::revocation::store::RevocationStore;
+use crate::revocation::unix_now;
+use crate::trust::{TrustError, TrustStore};
+use crate::verify::{Engine, EngineConfig, Limits, TrustContext, Verifier};
+
+pub use coalesce::Coalescer;
+pub use tenants::{Tenant, Tenants};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Revocations(#[from] LogError),
+    #[error("cannot start the verification pool: {0}")]
+    Pool(String),
+}
+
+/// The verification pool went away (the process is shutting down, or a job panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the verification pool did not answer")]
+pub struct EngineGone;
+
+/// Items accepted and not yet answered, with a hard bound.
+#[derive(Debug)]
+pub struct Pending {
+    current: AtomicUsize,
+    max: usize,
+}
+
+/// A share of the pending bound, released on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    pending: Arc<Inner>,
+    items: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pending
+            .pending
+            .current
+            .fetch_sub(self.items, Ordering::Relaxed);
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Inner {
+    pub settings: Settings,
+    pub verifier: Verifier,
+    trust: ArcSwap<TrustContext>,
+    pub revocations: RevocationStore,
+    pub replay: MemoryReplayStore,
+    pub tenants: Tenants,
+    pub metrics: Metrics,
+    pending: Pending,
+    ready: AtomicBool,
+    connections: AtomicU64,
+    /// Set once the coalescer task runs (it needs the runtime).
+    coalescer: std::sync::OnceLock<Coalescer>,
+}
+
+/// The shared handle.
+#[derive(Clone, Debug)]
+pub struct Gateway(Arc<Inner>);
+
+impl std::ops::Deref for Gateway {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Gateway {
+    /// Loads the trust store and the revocation log and starts the verification pool. Not
+    /// ready until [`Gateway::set_ready`].
+    pub fn open(settings: Settings) -> Result<(Gateway, Recovery), StartError> {
+        let store = TrustStore::load(&settings.trust_jwks)?;
+        let (revocations, recovery) = RevocationStore::open(&settings.data_dir)?;
+        let engine = Engine::new(&EngineConfig {
+            threads: settings.verify_threads,
+            ..EngineConfig::default()
+        })
+        .map_err(|e| StartError::Pool(e.to_string()))?;
+        let tenants = Tenants::new(
+            &settings.tenants,
+            settings.clock_skew_s,
+            settings.max_presentation_age_s,
+        );
+        let metrics = Metrics::new(tenants.names());
+        let inner = Inner {
+            verifier: Verifier::new(Arc::new(engine), Limits::default()),
+            trust: ArcSwap::from_pointee(TrustContext::new(store, settings.cache_bytes)),
+            revocations,
+            // The store does not survive a restart: refuse KB-JWTs minted before this start.
+            replay: MemoryReplayStore::new(ReplayConfig {
+                capacity: settings.replay_capacity,
+                watermark: Some(unix_now()),
+            }),
+            tenants,
+            metrics,
+            pending: Pending {
+                current: AtomicUsize::new(0),
+                max: settings.max_pending_items,
+            },
+            ready: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+            coalescer: std::sync::OnceLock::new(),
+            settings,
+        };
+        Ok((Gateway(Arc::new(inner)), recovery))
+    }
+
+    /// The current trust snapshot (with its issuer cache).
+    pub fn trust(&self) -> Arc<TrustContext> {
+        self.0.trust.load_full()
+    }
+
+    /// Reloads the trust store from its file; on any error the old one stays in force.
+    pub fn reload_trust(&self) -> Result<usize, TrustError> {
+        let result = TrustStore::load(&self.settings.trust_jwks);
+        self.metrics.trust_reload(result.is_ok());
+        let store = result?;
+        let keys = store.len();
+        // A new context means a new, empty issuer cache: no verdict outlives its keys.
+        self.0.trust.store(Arc::new(TrustContext::new(
+            store,
+            self.settings.cache_bytes,
+        )));
+        Ok(keys)
+    }
+
+    /// Reserves `items` of the pending bound, or `None` if that would pass it.
+    pub fn reserve(&self, items: usize) -> Option<Reservation> {
+        let pending = &self.0.pending;
+        let before = pending.current.fetch_add(items, Ordering::Relaxed);
+        if before + items > pending.max {
+            pending.current.fetch_sub(items, Ordering::Relaxed);
+            return None;
+        }
+        Some(Reservation {
+            pending: Arc::clone(&self.0),
+            items,
+        })
+    }
+
+    /// The bridge: runs `work` on the verification pool and awaits its result without blocking
+    /// the async runtime.
+    pub async fn on_engine<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, EngineGone> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.verifier.engine().spawn(move || {
+            let _ = sender.send(work());
+        });
+        receiver.await.map_err(|_| EngineGone)
+    }
+
+    /// Starts the coalescer (must run inside the tokio runtime).
+    pub fn start_coalescer(&self) {
+        if self.settings.coalesce_max_items > 0 {
+            let _ = self.0.coalescer.set(Coalescer::start(
+                self.clone(),
+                self.settings.coalesce_max_items,
+            ));
+        }
+    }
+
+    pub fn coalescer(&self) -> Option<&Coalescer> {
+        self.0.coalescer.get()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// Tracks open client connections (the metric).
+    pub fn connection_opened(&self) {
+        self.0.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Values for the metrics endpoint.
+    pub fn gauges(&self) -> Gauges {
+        let trust = self.trust();
+        let stats = self.verifier.engine().stats();
+        Gauges {
+            verify_pending_items: self.0.pending.current.load(Ordering::Relaxed) as u64,
+            replay_entries: self.replay.len() as u64,
+            replay_capacity: self.replay.capacity() as u64,
+            revocation_entries: self.revocations.list().len() as u64,
+            revocation_last_update: self.revocations.list().last_update(),
+            trust_keys: trust.store.len() as u64,
+            signature_batches_ok: stats.batches_ok.load(Ordering::Relaxed),
+            signature_batches_fallback: stats.batches_fallback.load(Ordering::Relaxed),
+            issuer_cache_entries: trust.cache.len(),
+            connections_open: self.0.connections.load(Ordering::Relaxed),
+            ready: self.is_ready(),
+        }
+    }
+
+    /// The data directory (for the demo banner and tools).
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+}
+
+/// Text items of a request (presentations, IDs) without copying them out of the request body:
+/// spans into the body, or owned strings where JSON escapes had to be decoded.
+#[derive(Clone, Debug, Default)]
+pub struct Texts {
+    body: Bytes,
+    items: Vec<Text>,
+}
+
+#[derive(Clone, Debug)]
+enum Text {
+    Span(usize, usize),
+    Owned(String),
+}
+
+impl Texts {
+    pub fn new(body: Bytes) -> Texts {
+        Texts {
+            body,
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds an item that is `text`: a span if `text` lies inside the body, a copy otherwise.
+    pub fn push(&mut self, text: &str) {
+        let start = (text.as_ptr() as usize).wrapping_sub(self.body.as_ptr() as usize);
+        let item = if start <= self.body.len() && start + text.len() <= self.body.len() {
+            Text::Span(start, start + text.len())
+        } else {
+            Text::Owned(text.to_owned())
+        };
+        self.items.push(item);
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Item `index` (empty if out of range, which the caller never asks).
+    pub fn get(&self, index: usize) -> &str {
+        match self.items.get(index) {
+            Some(Text::Span(start, end)) => self
+                .body
+                .get(*start..*end)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or(""),
+            Some(Text::Owned(text)) => text,
+            None => "",
+        }
+    }
+
+    /// All items, borrowed.
+    pub fn all(&self) -> Vec<&str> {
+        (0..self.items.len()).map(|i| self.get(i)).collect()
+    }
+}

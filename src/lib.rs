@@ -1,0 +1,30 @@
+//! idgate: a verification gateway for national digital-ID presentations (SD-JWT VC, Ed25519).
+//!
+//! Table of contents (ARCHITECTURE.md has the bird's-eye view):
+//! - [`verify`]: SD-JWT parsing, the one Ed25519 rule, the rayon batch engine, the per-item
+//!   checks of SPEC §3. Synchronous; knows nothing of HTTP or tokio.
+//! - [`trust`]: the JWKS trust store (SPEC §6).
+//! - [`revocation`]: revocation entries, the in-memory list and its durable log (SPEC §5).
+//! - [`replay`]: the in-memory replay-nonce store (SPEC §3).
+//! - [`mint`]: issuer and wallet simulator for tests, benches, the demo and the load generator.
+//! - [`gateway`]: the service's shared state, tenants, the async→pool bridge, coalescing.
+//! - [`api`]: HTTP routes and JSON shapes (SPEC §4); the only module that knows status codes.
+//! - [`server`]: listeners, connection limits, timeouts, graceful shutdown.
+//! - [`config`]: the TOML configuration and its `IDGATE_*` overrides.
+//! - [`metrics`]: Prometheus metrics (SPEC §10).
+//! - [`cli`]: the command line, including the offline tools of SPEC §9.
+//! - [`b64`]: strict base64url.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod b64;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod mint;
+pub mod replay;
+pub mod revocation;
+pub mod server;
+pub mod trust;
+pub mod verify;

@@ -1,0 +1,513 @@
+//! Metrics (SPEC §10) in Prometheus text format.
+//!
+//! One `Metrics` value is created at start-up and shared; there are no global registries.
+//! **Invariant:** every label comes from a closed set (routes, status codes, outcomes, tenant
+//! names from the config); no ID, key, nonce or request byte ever becomes a label value.
+//! Counters are relaxed atomics: a scrape may see one counter a request ahead of another.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::verify::Outcome;
+
+/// Routes, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Verify,
+    Signatures,
+    Status,
+    Metrics,
+    Livez,
+    Readyz,
+    AdminRevocationsPost,
+    AdminRevocationsGet,
+    AdminTrustReload,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 10] = [
+        Route::Verify,
+        Route::Signatures,
+        Route::Status,
+        Route::Metrics,
+        Route::Livez,
+        Route::Readyz,
+        Route::AdminRevocationsPost,
+        Route::AdminRevocationsGet,
+        Route::AdminTrustReload,
+        Route::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Verify => "/v1/verify",
+            Route::Signatures => "/v1/signatures/verify",
+            Route::Status => "/v1/status",
+            Route::Metrics => "/metrics",
+            Route::Livez => "/livez",
+            Route::Readyz => "/readyz",
+            Route::AdminRevocationsPost => "POST /admin/v1/revocations",
+            Route::AdminRevocationsGet => "GET /admin/v1/revocations",
+            Route::AdminTrustReload => "/admin/v1/trust/reload",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Status codes the gateway answers with (anything else is counted as `other`).
+const CODES: [u16; 13] = [
+    200, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 503, 0,
+];
+
+fn code_index(code: u16) -> usize {
+    CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(CODES.len() - 1)
+}
+
+/// Why work was refused before it started (`idgate_shed_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// Pending verification work was at its bound: 503.
+    Pending,
+    /// A tenant's item rate limit: 429.
+    RateLimit,
+    /// Body or item count over the limit: 413.
+    TooLarge,
+    /// The request did not finish in time.
+    Timeout,
+}
+
+impl Shed {
+    const ALL: [Shed; 4] = [
+        Shed::Pending,
+        Shed::RateLimit,
+        Shed::TooLarge,
+        Shed::Timeout,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Shed::Pending => "pending_limit",
+            Shed::RateLimit => "rate_limit",
+            Shed::TooLarge => "too_large",
+            Shed::Timeout => "timeout",
+        }
+    }
+}
+
+/// A histogram with fixed buckets (upper bounds), Prometheus cumulative on output.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    /// Sum in millionths, so it stays an integer atomic.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        if let Some(index) = self.bounds.iter().position(|&bound| value <= bound)
+            && let Some(bucket) = self.buckets.get(index)
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{{}}} {count}",
+            labels.trim_end_matches(',')
+        );
+    }
+}
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const ITEM_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Values owned elsewhere, read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub verify_pending_items: u64,
+    pub replay_entries: u64,
+    pub replay_capacity: u64,
+    pub revocation_entries: u64,
+    pub revocation_last_update: i64,
+    pub trust_keys: u64,
+    pub signature_batches_ok: u64,
+    pub signature_batches_fallback: u64,
+    pub issuer_cache_entries: u64,
+    pub connections_open: u64,
+    pub ready: bool,
+}
+
+/// All counters and histograms.
+#[derive(Debug)]
+pub struct Metrics {
+    tenants: Vec<String>,
+    requests: Vec<AtomicU64>,
+    durations: Vec<Histogram>,
+    batch_items: Vec<Histogram>,
+    /// `[tenant][outcome]`.
+    verifications: Vec<AtomicU64>,
+    shed: Vec<AtomicU64>,
+    trust_reloads_ok: AtomicU64,
+    trust_reloads_error: AtomicU64,
+    coalesced_batches: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for these tenant names (label values).
+    pub fn new(tenants: Vec<String>) -> Metrics {
+        let verifications = (0..tenants.len() * Outcome::ALL.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Metrics {
+            tenants,
+            requests: (0..Route::ALL.len() * CODES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            durations: Route::ALL
+                .iter()
+                .map(|_| Histogram::new(DURATION_BUCKETS))
+                .collect(),
+            batch_items: Route::ALL
+                .iter()
+                .map(|_| Histogram::new(ITEM_BUCKETS))
+                .collect(),
+            verifications,
+            shed: Shed::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            trust_reloads_ok: AtomicU64::new(0),
+            trust_reloads_error: AtomicU64::new(0),
+            coalesced_batches: AtomicU64::new(0),
+        }
+    }
+
+    fn route_index(route: Route) -> usize {
+        Route::ALL
+            .iter()
+            .position(|&r| r == route)
+            .unwrap_or(Route::ALL.len() - 1)
+    }
+
+    /// One answered request.
+    pub fn request(&self, route: Route, code: u16, seconds: f64) {
+        let index = Self::route_index(route);
+        if let Some(counter) = self.requests.get(index * CODES.len() + code_index(code)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(histogram) = self.durations.get(index) {
+            histogram.observe(seconds);
+        }
+    }
+
+    /// Items in one accepted request.
+    pub fn batch(&self, route: Route, items: usize) {
+        if let Some(histogram) = self.batch_items.get(Self::route_index(route)) {
+            histogram.observe(items as f64);
+        }
+    }
+
+    /// `count` verdicts with `outcome` for tenant number `tenant`.
+    pub fn verifications(&self, tenant: usize, outcome: Outcome, count: u64) {
+        if let Some(counter) = self
+            .verifications
+            .get(tenant * Outcome::ALL.len() + outcome.index())
+        {
+            counter.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    pub fn shed(&self, reason: Shed) {
+        if let Some(counter) = Shed::ALL
+            .iter()
+            .position(|&r| r == reason)
+            .and_then(|i| self.shed.get(i))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn trust_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.trust_reloads_ok
+        } else {
+            &self.trust_reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn coalesced_batch(&self) {
+        self.coalesced_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered so far on `route` with `code` (tests and the load generator read it).
+    pub fn requests_for(&self, route: Route, code: u16) -> u64 {
+        self.requests
+            .get(Self::route_index(route) * CODES.len() + code_index(code))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(&mut out, "idgate_build_info", "gauge", "Build information.");
+        let _ = writeln!(
+            out,
+            "idgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        family(
+            &mut out,
+            "idgate_requests_total",
+            "counter",
+            "HTTP requests answered, by route and status code.",
+        );
+        for (r, route) in Route::ALL.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let value = self
+                    .requests
+                    .get(r * CODES.len() + c)
+                    .map_or(0, |v| v.load(Ordering::Relaxed));
+                if value > 0 {
+                    let code = if *code == 0 {
+                        "other".to_string()
+                    } else {
+                        code.to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "idgate_requests_total{{route=\"{}\",code=\"{code}\"}} {value}",
+                        route.as_str()
+                    );
+                }
+            }
+        }
+        family(
+            &mut out,
+            "idgate_request_duration_seconds",
+            "histogram",
+            "Time from request start to response, by route.",
+        );
+        for (route, histogram) in Route::ALL.iter().zip(&self.durations) {
+            histogram.render(
+                &mut out,
+                "idgate_request_duration_seconds",
+                &format!("route=\"{}\",", route.as_str()),
+            );
+        }
+        family(
+            &mut out,
+            "idgate_batch_items",
+            "histogram",
+            "Items per accepted request, by route.",
+        );
+        for (route, histogram) in Route::ALL.iter().zip(&self.batch_items) {
+            histogram.render(
+                &mut out,
+                "idgate_batch_items",
+                &format!("route=\"{}\",", route.as_str()),
+            );
+        }
+        family(
+            &mut out,
+            "idgate_verifications_total",
+            "counter",
+            "Presentation verdicts, by tenant and outcome.",
+        );
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            for outcome in Outcome::ALL {
+                let value = self
+                    .verifications
+                    .get(t * Outcome::ALL.len() + outcome.index())
+                    .map_or(0, |v| v.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "idgate_verifications_total{{tenant=\"{tenant}\",outcome=\"{}\"}} {value}",
+                    outcome.as_str()
+                );
+            }
+        }
+        family(
+            &mut out,
+            "idgate_signature_batches_total",
+            "counter",
+            "Signature batches: ok, or fallen back to one-by-one.",
+        );
+        let _ = writeln!(
+            out,
+            "idgate_signature_batches_total{{result=\"ok\"}} {}",
+            gauges.signature_batches_ok
+        );
+        let _ = writeln!(
+            out,
+            "idgate_signature_batches_total{{result=\"fallback\"}} {}",
+            gauges.signature_batches_fallback
+        );
+        family(
+            &mut out,
+            "idgate_coalesced_batches_total",
+            "counter",
+            "Engine batches formed from several small /v1/verify requests.",
+        );
+        let _ = writeln!(
+            out,
+            "idgate_coalesced_batches_total {}",
+            self.coalesced_batches.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "idgate_verify_pending_items",
+            "gauge",
+            "Items accepted and not yet answered.",
+        );
+        let _ = writeln!(
+            out,
+            "idgate_verify_pending_items {}",
+            gauges.verify_pending_items
+        );
+        family(
+            &mut out,
+            "idgate_shed_total",
+            "counter",
+            "Requests refused before work started, by reason.",
+        );
+        for (reason, counter) in Shed::ALL.iter().zip(&self.shed) {
+            let _ = writeln!(
+                out,
+                "idgate_shed_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let gauges_list: [(&str, &str, f64); 8] = [
+            (
+                "idgate_replay_entries",
+                "Nonces held by the replay store.",
+                gauges.replay_entries as f64,
+            ),
+            (
+                "idgate_replay_capacity",
+                "Most nonces the replay store may hold.",
+                gauges.replay_capacity as f64,
+            ),
+            (
+                "idgate_revocation_entries",
+                "Revoked or suspended credentials and subjects.",
+                gauges.revocation_entries as f64,
+            ),
+            (
+                "idgate_revocation_last_update_timestamp_seconds",
+                "Wall-clock time of the last applied revocation update.",
+                gauges.revocation_last_update as f64,
+            ),
+            (
+                "idgate_trust_keys",
+                "Trusted issuer keys loaded.",
+                gauges.trust_keys as f64,
+            ),
+            (
+                "idgate_issuer_cache_entries",
+                "Verified issuer JWTs cached.",
+                gauges.issuer_cache_entries as f64,
+            ),
+            (
+                "idgate_connections_open",
+                "Open client connections (public listener).",
+                gauges.connections_open as f64,
+            ),
+            (
+                "idgate_ready",
+                "1 when ready to serve, 0 while starting or draining.",
+                if gauges.ready { 1.0 } else { 0.0 },
+            ),
+        ];
+        for (name, help, value) in gauges_list {
+            family(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        family(
+            &mut out,
+            "idgate_trust_reloads_total",
+            "counter",
+            "Trust-store reloads, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "idgate_trust_reloads_total{{result=\"ok\"}} {}",
+            self.trust_reloads_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "idgate_trust_reloads_total{{result=\"error\"}} {}",
+            self.trust_reloads_error.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendering_is_prometheus_text_with_closed_labels() {
+        let metrics = Metrics::new(vec!["bank-a".into()]);
+        metrics.request(Route::Verify, 200, 0.003);
+        metrics.request(Route::Verify, 200, 0.2);
+        metrics.request(Route::Verify, 418, 0.001);
+        metrics.batch(Route::Verify, 256);
+        metrics.verifications(0, Outcome::Valid, 1);
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.contains("idgate_requests_total{route=\"/v1/verify\",code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("idgate_requests_total{route=\"/v1/verify\",code=\"other\"} 1"));
+        assert!(text.contains(
+            "idgate_request_duration_seconds_bucket{route=\"/v1/verify\",le=\"0.005\"} 2"
+        ));
+        assert!(text.contains("idgate_request_duration_seconds_count{route=\"/v1/verify\"} 3"));
+        assert!(text.contains("idgate_batch_items_bucket{route=\"/v1/verify\",le=\"250\"} 0"));
+        assert!(text.contains("idgate_batch_items_bucket{route=\"/v1/verify\",le=\"500\"} 1"));
+        assert!(text.contains("idgate_verifications_total{tenant=\"bank-a\",outcome=\"valid\"} 1"));
+        assert_eq!(metrics.requests_for(Route::Verify, 200), 2);
+    }
+}

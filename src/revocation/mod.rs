@@ -1,0 +1,353 @@
+//! The revocation list (SPEC §5): which credentials and subjects are revoked or suspended.
+//!
+//! Semantics:
+//! - `credential` entries match a presentation's `jti`; `subject` entries match its `sub`, and
+//!   with `before` only credentials issued (`iat`) before that time.
+//! - For each (kind, id) the entry with the newest `at` wins (on a tie, the later-applied one);
+//!   `active` reinstates, and is kept as a tombstone so an older adverse entry arriving late
+//!   cannot resurrect a revocation.
+//! - IDs are kept as 128-bit digests of (kind, id), never as text: the list holds national ID
+//!   numbers, and a digest is all a lookup needs.
+//!
+//! **Invariant:** reads never wait for a long write; each update takes one shard's lock for one
+//! insert.
+
+pub mod entry;
+pub mod log;
+pub mod store;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use hashbrown::HashMap;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+
+pub use entry::{Entry, EntryError, Kind, Reason, Status};
+
+use crate::verify::{RevocationSource, Standing};
+
+const SHARDS: usize = 64;
+
+/// What the list holds per (kind, id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub before: Option<i64>,
+    pub at: i64,
+}
+
+impl Record {
+    fn from_entry(entry: &Entry) -> Record {
+        Record {
+            status: entry.status,
+            reason: entry.reason,
+            before: entry.before,
+            at: entry.at,
+        }
+    }
+
+    /// Does this record make a credential issued at `iat` revoked or suspended?
+    fn affects(&self, iat: i64) -> bool {
+        self.status != Status::Active && self.before.is_none_or(|before| iat < before)
+    }
+}
+
+/// The 128-bit digest under which an ID is stored.
+pub fn id_key(kind: Kind, id: &str) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update([kind as u8]);
+    hasher.update(id.as_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// The in-memory revocation list. Share it behind an `Arc`.
+pub struct RevocationList {
+    shards: Vec<RwLock<HashMap<u128, Record, foldhash::fast::FixedState>>>,
+    /// Records that are revoked or suspended (tombstones excluded).
+    adverse: AtomicUsize,
+    /// Wall-clock time of the last applied update (`idgate_revocation_last_update_timestamp_seconds`).
+    last_update: AtomicI64,
+}
+
+impl std::fmt::Debug for RevocationList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationList")
+            .field("adverse", &self.len())
+            .finish()
+    }
+}
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        RevocationList {
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
+            adverse: AtomicUsize::new(0),
+            last_update: AtomicI64::new(0),
+        }
+    }
+}
+
+/// A JSON Lines file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("line {line}: {error}")]
+    Entry { line: usize, error: EntryError },
+}
+
+impl RevocationList {
+    pub fn new() -> RevocationList {
+        RevocationList::default()
+    }
+
+    /// Loads a JSON Lines file of entries (blank lines skipped). All or nothing.
+    pub fn load_jsonl(path: &Path) -> Result<RevocationList, LoadError> {
+        let text = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let entries = parse_jsonl(&text)?;
+        let list = RevocationList::new();
+        for entry in &entries {
+            list.apply(entry);
+        }
+        Ok(list)
+    }
+
+    fn shard(&self, key: u128) -> &RwLock<HashMap<u128, Record, foldhash::fast::FixedState>> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// Applies one update; returns false when a newer entry for the same ID already won.
+    pub fn apply(&self, entry: &Entry) -> bool {
+        let key = id_key(entry.kind, &entry.id);
+        let record = Record::from_entry(entry);
+        let mut shard = self.shard(key).write();
+        let previous = shard.get(&key).copied();
+        if previous.is_some_and(|old| old.at > record.at) {
+            return false;
+        }
+        shard.insert(key, record);
+        drop(shard);
+        let was_adverse = previous.is_some_and(|old| old.status != Status::Active);
+        let is_adverse = record.status != Status::Active;
+        match (was_adverse, is_adverse) {
+            (false, true) => {
+                self.adverse.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.adverse.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.last_update.store(unix_now(), Ordering::Relaxed);
+        true
+    }
+
+    /// The record for (kind, id), tombstones included.
+    pub fn lookup(&self, kind: Kind, id: &str) -> Option<Record> {
+        let key = id_key(kind, id);
+        self.shard(key).read().get(&key).copied()
+    }
+
+    /// Revoked or suspended records (`idgate_revocation_entries`).
+    pub fn len(&self) -> usize {
+        self.adverse.load(Ordering::Relaxed)
+    }
+
+    /// True when nothing is revoked or suspended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wall-clock time of the last applied update, 0 if none.
+    pub fn last_update(&self) -> i64 {
+        self.last_update.load(Ordering::Relaxed)
+    }
+}
+
+impl RevocationSource for RevocationList {
+    fn standing(&self, sub: &str, jti: &str, iat: i64) -> Standing {
+        let mut worst = Standing::Good;
+        for record in [
+            self.lookup(Kind::Credential, jti),
+            self.lookup(Kind::Subject, sub),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !record.affects(iat) {
+                continue;
+            }
+            let reason = record.reason.unwrap_or(Reason::Other).as_str();
+            worst = match (record.status, worst) {
+                (Status::Revoked, _) => {
+                    return Standing::Revoked {
+                        reason,
+                        since: record.at,
+                    };
+                }
+                (Status::Suspended, Standing::Good) => Standing::Suspended {
+                    reason,
+                    since: record.at,
+                },
+                _ => worst,
+            };
+        }
+        worst
+    }
+
+    fn is_current(&self, _now: i64) -> bool {
+        // A local list is authoritative: every acknowledged update is already applied.
+        true
+    }
+}
+
+/// Parses JSON Lines; the first bad line is reported by number and nothing is returned.
+pub fn parse_jsonl(text: &[u8]) -> Result<Vec<Entry>, LoadError> {
+    let mut entries = Vec::new();
+    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        entries.push(Entry::parse(line).map_err(|error| LoadError::Entry {
+            line: index + 1,
+            error,
+        })?);
+    }
+    Ok(entries)
+}
+
+/// The wall clock in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind, id: &str, status: Status, before: Option<i64>, at: i64) -> Entry {
+        let reason = (status != Status::Active).then_some(Reason::Lost);
+        Entry {
+            kind,
+            id: id.into(),
+            status,
+            reason,
+            before,
+            at,
+        }
+    }
+
+    #[test]
+    fn subject_entries_with_before_spare_newer_credentials() {
+        let list = RevocationList::new();
+        list.apply(&entry(
+            Kind::Subject,
+            "1012345678",
+            Status::Revoked,
+            Some(1000),
+            1000,
+        ));
+        assert_eq!(
+            list.standing("1012345678", "card-1", 999),
+            Standing::Revoked {
+                reason: "lost",
+                since: 1000
+            }
+        );
+        assert_eq!(list.standing("1012345678", "card-2", 1000), Standing::Good);
+        assert_eq!(list.standing("other", "card-1", 999), Standing::Good);
+    }
+
+    #[test]
+    fn newest_at_wins_and_reinstatement_is_remembered() {
+        let list = RevocationList::new();
+        list.apply(&entry(
+            Kind::Credential,
+            "card-1",
+            Status::Suspended,
+            None,
+            10,
+        ));
+        assert_eq!(list.len(), 1);
+        assert!(list.apply(&entry(Kind::Credential, "card-1", Status::Active, None, 20)));
+        assert_eq!(list.len(), 0);
+        assert!(
+            !list.apply(&entry(
+                Kind::Credential,
+                "card-1",
+                Status::Revoked,
+                None,
+                15
+            )),
+            "older entry loses"
+        );
+        assert_eq!(list.standing("s", "card-1", 0), Standing::Good);
+        assert!(list.apply(&entry(
+            Kind::Credential,
+            "card-1",
+            Status::Revoked,
+            None,
+            30
+        )));
+        assert_eq!(
+            list.standing("s", "card-1", 0),
+            Standing::Revoked {
+                reason: "lost",
+                since: 30
+            }
+        );
+        assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn revoked_outranks_suspended_across_kinds() {
+        let list = RevocationList::new();
+        list.apply(&entry(
+            Kind::Credential,
+            "card-1",
+            Status::Suspended,
+            None,
+            10,
+        ));
+        list.apply(&entry(Kind::Subject, "s1", Status::Revoked, None, 5));
+        assert_eq!(
+            list.standing("s1", "card-1", 0),
+            Standing::Revoked {
+                reason: "lost",
+                since: 5
+            }
+        );
+        assert_eq!(
+            list.standing("s2", "card-1", 0),
+            Standing::Suspended {
+                reason: "lost",
+                since: 10
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_by_number_and_nothing_loads() {
+        let text = b"{\"kind\":\"subject\",\"id\":\"a\",\"status\":\"revoked\",\"reason\":\"lost\",\"at\":1}\n\n{\"kind\":\"subject\"}\n";
+        match parse_jsonl(text) {
+            Err(LoadError::Entry { line, .. }) => assert_eq!(line, 3),
+            other => panic!("expected a line error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,831 @@
+//! Single-pass, strict extraction of what verification needs from a JSON document.
+//!
+//! A hand-written recursive-descent parser walks the document once and returns, for every value,
+//! its [`Shape`] (the scalar itself, or nothing for containers below the capture depth) and its
+//! skeleton (see `skeleton.rs`). Strings borrow from the input when unescaped. Nothing else is
+//! built: no `Value` tree, no per-string allocation, no second pass to look claims up.
+//!
+//! Why not serde_json: on this path documents are tiny (a 50-byte disclosure, a 500-byte
+//! payload) and serde's per-token visitor layers cost several times the scanning itself
+//! (measured in BENCHMARKS.md, "parsing"). The grammar is RFC 8259's, checked against
+//! serde_json by the property tests below.
+//!
+//! Strictness matches `json.rs`: duplicate keys are refused (compared by the same 64-bit name
+//! hashes the skeleton keeps; a false match refuses, never accepts), nesting is bounded while
+//! parsing, trailing data and invalid UTF-8 are refused, lone surrogates are refused. Problems
+//! that RFC 9901 §7 assigns to disclosure processing (an `_sd` that is not an array of digests,
+//! a bad `{"...": d}`) do not stop the parse; the first one is reported beside the result.
+
+use std::borrow::Cow;
+
+use hashbrown::HashSet;
+
+use super::json::JsonError;
+use super::skeleton::{Container, Digest, SdArray, SdObject, digest_of, name_hash};
+
+/// A value as verification sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    /// An object within the capture depth: its entries in document order.
+    Fields(Vec<(Cow<'de, str>, Shape<'de>)>),
+    /// An array within the capture depth: its elements.
+    Items(Vec<Shape<'de>>),
+    /// A container below the capture depth (only its skeleton is kept).
+    Container,
+    /// `{"...": x}` with that one key: an array-element digest (valid or not).
+    DigestRef(Option<Digest>),
+}
+
+impl<'de> Shape<'de> {
+    /// The field `name` of a captured object.
+    pub fn field(&self, name: &str) -> Option<&Shape<'de>> {
+        match self {
+            Shape::Fields(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Shape::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A NumericDate (RFC 7519): integer seconds; a fractional value is floored.
+    pub fn as_date(&self) -> Option<i64> {
+        match *self {
+            Shape::Int(seconds) => Some(seconds),
+            // The bound keeps the cast exact; anything beyond is nonsense for a date.
+            Shape::Float(seconds) if seconds.abs() < 1e15 => Some(seconds.floor() as i64),
+            _ => None,
+        }
+    }
+}
+
+/// A document: the top value's shape, its skeleton, and the first disclosure-rule problem met.
+#[derive(Debug)]
+pub struct Extracted<'de> {
+    pub shape: Shape<'de>,
+    pub container: Option<Container>,
+    pub problem: Option<&'static str>,
+}
+
+/// Parses `bytes`, capturing fields and elements of the top `capture` levels.
+pub fn parse(bytes: &[u8], max_depth: usize, capture: usize) -> Result<Extracted<'_>, JsonError> {
+    let mut parser = Parser::new(bytes)?;
+    let parsed = parser.value(max_depth, capture)?;
+    parser.end()?;
+    Ok(Extracted {
+        shape: parsed.shape,
+        container: parsed.container,
+        problem: parser.problem,
+    })
+}
+
+/// A disclosure `[salt, name, value]` or `[salt, value]`: its elements as parsed, each with its
+/// own skeleton (the wrapper array is not a claims array, so `{"...": d}` inside it is an
+/// ordinary object value).
+#[derive(Debug)]
+pub struct DisclosureParts<'de> {
+    pub elements: Vec<(Shape<'de>, Option<Container>)>,
+    /// The first disclosure-rule problem met inside (nested `_sd` and the like).
+    pub problem: Option<&'static str>,
+}
+
+/// Parses a decoded disclosure. `Ok(None)`: valid JSON, but not an array.
+pub fn parse_disclosure(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<Option<DisclosureParts<'_>>, JsonError> {
+    let mut parser = Parser::new(bytes)?;
+    parser.skip_whitespace();
+    if parser.peek() != Some(b'[') {
+        parser.value(max_depth, 0)?;
+        parser.end()?;
+        return Ok(None);
+    }
+    let mut elements = Vec::with_capacity(3);
+    parser.sequence(max_depth, 1, |parser, depth_left, capture| {
+        let item = parser.value(depth_left, capture)?;
+        elements.push((item.shape, item.container));
+        Ok(())
+    })?;
+    parser.end()?;
+    Ok(Some(DisclosureParts {
+        elements,
+        problem: parser.problem,
+    }))
+}
+
+/// One parsed value: its shape and, for containers, its skeleton.
+struct Parsed<'de> {
+    shape: Shape<'de>,
+    container: Option<Container>,
+}
+
+impl<'de> Parsed<'de> {
+    fn scalar(shape: Shape<'de>) -> Parsed<'de> {
+        Parsed {
+            shape,
+            container: None,
+        }
+    }
+}
+
+/// Refuses a repeated claim name, given the hashes of the names seen so far in an object.
+/// Linear for the usual handful of keys; past 32 keys a hash set takes over, so a hostile object
+/// of thousands of keys stays O(n).
+#[derive(Default)]
+struct Repeats {
+    index: Option<HashSet<u64, foldhash::fast::RandomState>>,
+    /// `_sd` is not among the names (it is not a claim), so it is tracked apart.
+    saw_sd: bool,
+}
+
+impl Repeats {
+    /// True if `hash` is new; `seen` is the object's name list before this name.
+    fn is_new(&mut self, seen: &[u64], hash: u64) -> bool {
+        if let Some(index) = &mut self.index {
+            return index.insert(hash);
+        }
+        if seen.contains(&hash) {
+            return false;
+        }
+        if seen.len() >= 32 {
+            let mut index: HashSet<u64, foldhash::fast::RandomState> =
+                seen.iter().copied().collect();
+            index.insert(hash);
+            self.index = Some(index);
+        }
+        true
+    }
+}
+
+/// Bytes that end the fast scan of a string: `"`, `\\` and control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    problem: Option<&'static str>,
+}
+
+type Step<T> = Result<T, JsonError>;
+
+impl<'a> Parser<'a> {
+    /// Checks UTF-8 once for the whole document; every slice taken later is at an ASCII
+    /// delimiter, hence on a character boundary.
+    fn new(bytes: &'a [u8]) -> Step<Parser<'a>> {
+        let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Invalid)?;
+        Ok(Parser {
+            text,
+            bytes,
+            pos: 0,
+            problem: None,
+        })
+    }
+
+    fn note(&mut self, detail: &'static str) {
+        self.problem.get_or_insert(detail);
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Step<()> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(JsonError::Invalid)
+        }
+    }
+
+    /// After the top value: only whitespace may follow.
+    fn end(&mut self) -> Step<()> {
+        self.skip_whitespace();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(JsonError::Invalid)
+        }
+    }
+
+    fn value(&mut self, depth_left: usize, capture: usize) -> Step<Parsed<'a>> {
+        self.skip_whitespace();
+        match self.peek().ok_or(JsonError::Invalid)? {
+            b'{' => self.object(depth_left, capture),
+            b'[' => self.array(depth_left, capture),
+            b'"' => Ok(Parsed::scalar(Shape::Str(self.string()?))),
+            b't' => self.literal(b"true", Shape::Bool(true)),
+            b'f' => self.literal(b"false", Shape::Bool(false)),
+            b'n' => self.literal(b"null", Shape::Null),
+            b'-' | b'0'..=b'9' => Ok(Parsed::scalar(self.number()?)),
+            _ => Err(JsonError::Invalid),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], shape: Shape<'a>) -> Step<Parsed<'a>> {
+        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(Parsed::scalar(shape))
+        } else {
+            Err(JsonError::Invalid)
+        }
+    }
+
+    /// RFC 8259 numbers: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Step<Shape<'a>> {
+        let start = self.pos;
+        let digits = |parser: &mut Parser<'a>| {
+            let from = parser.pos;
+            while let Some(b'0'..=b'9') = parser.peek() {
+                parser.pos += 1;
+            }
+            parser.pos - from
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(JsonError::Invalid),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            integer = false;
+            if digits(self) == 0 {
+                return Err(JsonError::Invalid);
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(JsonError::Invalid);
+            }
+        }
+        let text = self.text.get(start..self.pos).ok_or(JsonError::Invalid)?;
+        if integer && let Ok(value) = text.parse::<i64>() {
+            return Ok(Shape::Int(value));
+        }
+        match text.parse::<f64>() {
+            Ok(value) if value.is_finite() => Ok(Shape::Float(value)),
+            _ => Err(JsonError::Invalid),
+        }
+    }
+
+    /// Advances to the next `"`, `\\` or control character inside a string (or the end).
+    ///
+    /// memchr finds the quote or backslash with SIMD; the span before it is then checked for
+    /// control characters branch-free. Strings here are mostly base64, where a per-byte branch
+    /// loop was the parser's hottest spot.
+    fn scan_string_body(&mut self) {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        let span = rest.get(..end).unwrap_or_default();
+        if span
+            .iter()
+            .fold(false, |seen, &b| seen | STRING_STOP[b as usize])
+        {
+            // A control character: stop at the first one (the caller refuses it).
+            let first = span
+                .iter()
+                .position(|&b| STRING_STOP[b as usize])
+                .unwrap_or(end);
+            self.pos += first;
+        } else {
+            self.pos += end;
+        }
+    }
+
+    /// A string starting at the opening quote; borrowed unless it holds escapes.
+    fn string(&mut self) -> Step<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        self.scan_string_body();
+        match self.peek() {
+            Some(b'"') => {
+                let text = self.text.get(start..self.pos).ok_or(JsonError::Invalid)?;
+                self.pos += 1;
+                Ok(Cow::Borrowed(text))
+            }
+            Some(b'\\') => {
+                let mut owned =
+                    String::from(self.text.get(start..self.pos).ok_or(JsonError::Invalid)?);
+                self.escaped(&mut owned)?;
+                Ok(Cow::Owned(owned))
+            }
+            // A raw control character, or the end of input.
+            _ => Err(JsonError::Invalid),
+        }
+    }
+
+    /// The rest of a string that holds escapes, appended to `out`; ends after the closing quote.
+    fn escaped(&mut self, out: &mut String) -> Step<()> {
+        loop {
+            let start = self.pos;
+            self.scan_string_body();
+            out.push_str(self.text.get(start..self.pos).ok_or(JsonError::Invalid)?);
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let escape = self.peek().ok_or(JsonError::Invalid)?;
+                    self.pos += 1;
+                    match escape {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => out.push(self.unicode_escape()?),
+                        _ => return Err(JsonError::Invalid),
+                    }
+                }
+                _ => return Err(JsonError::Invalid),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Step<u32> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .ok_or(JsonError::Invalid)?;
+        let mut value = 0u32;
+        for &digit in digits {
+            value = value * 16 + char::from(digit).to_digit(16).ok_or(JsonError::Invalid)?;
+        }
+        self.pos += 4;
+        Ok(value)
+    }
+
+    /// `\uXXXX`, with UTF-16 surrogate pairs; a lone surrogate is refused (as serde_json does).
+    fn unicode_escape(&mut self) -> Step<char> {
+        let first = self.hex4()?;
+        let code = match first {
+            0xd800..=0xdbff => {
+                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    return Err(JsonError::Invalid);
+                }
+                self.pos += 2;
+                let second = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&second) {
+                    return Err(JsonError::Invalid);
+                }
+                0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
+            }
+            0xdc00..=0xdfff => return Err(JsonError::Invalid),
+            other => other,
+        };
+        char::from_u32(code).ok_or(JsonError::Invalid)
+    }
+
+    /// Elements of an array starting at `[`, each handed to `element`.
+    fn sequence(
+        &mut self,
+        depth_left: usize,
+        capture: usize,
+        mut element: impl FnMut(&mut Parser<'a>, usize, usize) -> Step<()>,
+    ) -> Step<()> {
+        let depth_left = depth_left.checked_sub(1).ok_or(JsonError::TooDeep)?;
+        let capture = capture.saturating_sub(1);
+        self.expect(b'[')?;
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            element(self, depth_left, capture)?;
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(JsonError::Invalid),
+            }
+        }
+    }
+
+    fn array(&mut self, depth_left: usize, capture: usize) -> Step<Parsed<'a>> {
+        let mut skeleton = SdArray::default();
+        let mut items = (capture > 0).then(Vec::new);
+        self.sequence(depth_left, capture, |parser, depth_left, capture| {
+            let item = parser.value(depth_left, capture)?;
+            match item.shape {
+                Shape::DigestRef(Some(digest)) => skeleton.digests.push(digest),
+                Shape::DigestRef(None) => {
+                    parser.note("an array element digest is not a SHA-256 digest")
+                }
+                _ => skeleton.children.extend(item.container),
+            }
+            if let Some(items) = items.as_mut() {
+                items.push(item.shape);
+            }
+            Ok(())
+        })?;
+        let shape = items.map_or(Shape::Container, Shape::Items);
+        Ok(Parsed {
+            shape,
+            container: Some(Container::Array(skeleton)),
+        })
+    }
+
+    /// The value of an `_sd` key: an array of SHA-256 digests. Anything else is parsed just as
+    /// strictly, and noted as a disclosure-rule problem.
+    fn digest_list(&mut self, depth_left: usize) -> Step<Vec<Digest>> {
+        if self.peek() != Some(b'[') {
+            self.value(depth_left, 0)?;
+            self.note("_sd is not an array");
+            return Ok(Vec::new());
+        }
+        let mut digests = Vec::with_capacity(8);
+        self.sequence(depth_left, 0, |parser, depth_left, _| {
+            let item = parser.value(depth_left, 0)?;
+            match item.shape.as_str().and_then(digest_of) {
+                Some(digest) => digests.push(digest),
+                None => parser.note("_sd holds something other than a SHA-256 digest"),
+            }
+            Ok(())
+        })?;
+        Ok(digests)
+    }
+
+    fn object(&mut self, depth_left: usize, capture: usize) -> Step<Parsed<'a>> {
+        let depth_left = depth_left.checked_sub(1).ok_or(JsonError::TooDeep)?;
+        // This object keeps its fields if it is within the capture depth; its children then
+        // get one level less.
+        let mut fields = (capture > 0).then(|| Vec::with_capacity(12));
+        let capture = capture.saturating_sub(1);
+        let mut skeleton = SdObject {
+            names: Vec::with_capacity(8),
+            ..SdObject::default()
+        };
+        let mut repeats = Repeats::default();
+        let mut keys = 0usize;
+        let mut dots: Option<Option<Digest>> = None;
+        self.expect(b'{')?;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip_whitespace();
+                let key = self.string()?;
+                self.skip_whitespace();
+                self.expect(b':')?;
+                self.skip_whitespace();
+                keys += 1;
+                if key == "_sd" {
+                    if std::mem::replace(&mut repeats.saw_sd, true) {
+                        return Err(JsonError::Invalid);
+                    }
+                    skeleton.digests = self.digest_list(depth_left)?;
+                } else {
+                    let hash = name_hash(&key);
+                    if !repeats.is_new(&skeleton.names, hash) {
+                        return Err(JsonError::Invalid);
+                    }
+                    let value = self.value(depth_left, capture)?;
+                    skeleton.names.push(hash);
+                    if key == "..." {
+                        dots = Some(value.shape.as_str().and_then(digest_of));
+                    }
+                    skeleton.children.extend(value.container);
+                    if let Some(fields) = fields.as_mut() {
+                        fields.push((key, value.shape));
+                    }
+                }
+                self.skip_whitespace();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(JsonError::Invalid),
+                }
+            }
+        }
+        let shape = match (keys, dots) {
+            (1, Some(digest)) => Shape::DigestRef(digest),
+            _ => fields.map_or(Shape::Container, Shape::Fields),
+        };
+        Ok(Parsed {
+            shape,
+            container: Some(Container::Object(skeleton)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::json;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// The skeleton of a `Value`, written plainly: the reference for [`parse`].
+    fn reference(
+        value: &Value,
+        in_array: bool,
+        problem: &mut Option<&'static str>,
+    ) -> Option<Container> {
+        match value {
+            Value::Object(map) => {
+                let mut skeleton = SdObject::default();
+                for (name, value) in map {
+                    if name == "_sd" {
+                        match value {
+                            Value::Array(items) => {
+                                for item in items {
+                                    match item.as_str().and_then(digest_of) {
+                                        Some(d) => skeleton.digests.push(d),
+                                        None => {
+                                            problem.get_or_insert(
+                                                "_sd holds something other than a SHA-256 digest",
+                                            );
+                                        }
+                                    }
+                                    // Elements are parsed too (their own `_sd` problems count).
+                                    reference(item, true, problem);
+                                }
+                            }
+                            other => {
+                                problem.get_or_insert("_sd is not an array");
+                                reference(other, false, problem);
+                            }
+                        }
+                        continue;
+                    }
+                    skeleton.names.push(name_hash(name));
+                    if let Some(child) = reference(value, false, problem) {
+                        skeleton.children.push(child);
+                    }
+                }
+                let _ = in_array;
+                Some(Container::Object(skeleton))
+            }
+            Value::Array(items) => {
+                let mut skeleton = SdArray::default();
+                for item in items {
+                    let digest_ref = match item {
+                        Value::Object(map) if map.len() == 1 => map.get("..."),
+                        _ => None,
+                    };
+                    let child = reference(item, true, problem);
+                    match digest_ref {
+                        Some(value) => match value.as_str().and_then(digest_of) {
+                            Some(d) => skeleton.digests.push(d),
+                            None => {
+                                problem.get_or_insert(
+                                    "an array element digest is not a SHA-256 digest",
+                                );
+                            }
+                        },
+                        None => skeleton.children.extend(child),
+                    }
+                }
+                Some(Container::Array(skeleton))
+            }
+            _ => None,
+        }
+    }
+
+    const DIGEST: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(json!(1)),
+            Just(json!("s")),
+            Just(json!(DIGEST)),
+            Just(json!(null)),
+            Just(json!(2.5))
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["a", "b", "_sd", "...", "c"]),
+                        inner
+                    ),
+                    0..4
+                )
+                .prop_map(|entries| Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Acceptance matches the owned strict parser on arbitrary text.
+        #[test]
+        fn accepts_what_the_owned_parser_accepts(text in r#"[\[\]{}",:0-9a-c\\ .e-]{0,40}"#) {
+            let owned = json::parse(text.as_bytes(), 4).map(|_| ());
+            let extracted = parse(text.as_bytes(), 4, 0).map(|_| ());
+            prop_assert_eq!(owned, extracted, "{}", text);
+        }
+
+        /// Skeletons and disclosure-rule problems match the plain reference on real JSON.
+        #[test]
+        fn agrees_with_the_value_parser(value in arb_value()) {
+            let text = value.to_string();
+            let extracted = parse(text.as_bytes(), 16, 0).expect("valid JSON");
+            let mut problem = None;
+            let expected = reference(&value, false, &mut problem);
+            prop_assert_eq!(extracted.problem.is_some(), problem.is_some(), "{}", text);
+            if problem.is_none() {
+                prop_assert_eq!(extracted.container, expected, "{}", text);
+            }
+        }
+    }
+
+    /// A captured shape as a `Value` (for documents without `{"...": d}` objects).
+    fn to_value(shape: &Shape<'_>) -> Value {
+        match shape {
+            Shape::Null => Value::Null,
+            Shape::Bool(b) => json!(b),
+            Shape::Int(i) => json!(i),
+            Shape::Float(f) => json!(f),
+            Shape::Str(s) => json!(s),
+            Shape::Fields(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), to_value(v)))
+                    .collect(),
+            ),
+            Shape::Items(items) => Value::Array(items.iter().map(to_value).collect()),
+            Shape::Container | Shape::DigestRef(_) => json!("<not captured>"),
+        }
+    }
+
+    fn arb_text_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(Value::String),
+            "[\\\"/\u{0}-\u{1f}a\u{e9}\u{20ac}\u{1f600}]{0,6}".prop_map(Value::String),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z\u{e9}\"\\\\]{0,4}", inner), 0..4).prop_map(
+                    |entries| Value::Object(
+                        entries
+                            .into_iter()
+                            .filter(|(k, _)| k != "_sd" && k != "...")
+                            .collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Acceptance matches serde_json on text over JSON's whole alphabet of trouble.
+        #[test]
+        fn accepts_what_serde_accepts_on_wide_text(text in "[\\[\\]{}\",:0-9.eE+\\-tfrulsan\\\\/bu\u{0}\t\n\r \u{7f}\u{e9}\u{1f600}]{0,30}") {
+            let owned = json::parse(text.as_bytes(), 8).map(|_| ());
+            let extracted = parse(text.as_bytes(), 8, 0).map(|_| ());
+            prop_assert_eq!(owned, extracted, "{:?}", text);
+        }
+
+        /// One changed byte in a real document: both parsers agree on acceptance.
+        #[test]
+        fn agrees_on_mutated_documents(value in arb_text_value(), position in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = value.to_string().into_bytes();
+            let at = position % bytes.len();
+            bytes[at] = byte;
+            let owned = json::parse(&bytes, 8).map(|_| ());
+            let extracted = parse(&bytes, 8, 0).map(|_| ());
+            prop_assert_eq!(owned, extracted, "{:?}", String::from_utf8_lossy(&bytes));
+        }
+
+        /// With everything captured, the values read equal the document's. (Compared with the
+        /// generated value, not serde_json's re-parse: serde_json's default float parsing can
+        /// be one ulp off, while `str::parse::<f64>` rounds exactly.)
+        #[test]
+        fn captured_values_equal_the_document(value in arb_text_value()) {
+            let text = value.to_string();
+            let extracted = parse(text.as_bytes(), 8, 8).expect("valid JSON");
+            prop_assert_eq!(to_value(&extracted.shape), value, "{}", text);
+        }
+    }
+
+    #[test]
+    fn escapes_numbers_and_surrogates_follow_rfc_8259() {
+        let text = |s: &str| parse(s.as_bytes(), 4, 1).map(|e| to_value(&e.shape));
+        assert_eq!(
+            text(r#""a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00""#),
+            Ok(json!("a\"\\/\u{8}\u{c}\n\r\té😀"))
+        );
+        assert_eq!(
+            text(r#""\ud83d""#),
+            Err(JsonError::Invalid),
+            "lone high surrogate"
+        );
+        assert_eq!(
+            text(r#""\ude00""#),
+            Err(JsonError::Invalid),
+            "lone low surrogate"
+        );
+        assert_eq!(
+            text("\"\u{1}\""),
+            Err(JsonError::Invalid),
+            "raw control character"
+        );
+        assert_eq!(
+            text("[-0, 0.5e1, 1E-2, 9223372036854775807, 9223372036854775808]"),
+            Ok(json!([0, 5.0, 0.01, i64::MAX, 9223372036854775808.0]))
+        );
+        for bad in [
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "0x1",
+            "1e999",
+            "[1,]",
+            "{\"a\":1,}",
+            "tru",
+            "nul",
+            "\"\\x\"",
+            "[1] x",
+            "",
+        ] {
+            assert_eq!(text(bad), Err(JsonError::Invalid), "{bad}");
+        }
+        assert!(parse(b"\xff", 4, 0).is_err(), "invalid UTF-8");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_even_in_big_objects() {
+        assert!(parse(br#"{"a":1,"a":2}"#, 16, 0).is_err());
+        let many: String =
+            (0..100).map(|i| format!("\"k{i}\":1,")).collect::<String>() + "\"k77\":2";
+        assert_eq!(
+            parse(format!("{{{many}}}").as_bytes(), 16, 0).map(|_| ()),
+            Err(JsonError::Invalid)
+        );
+        assert_eq!(
+            parse(br#"{"_sd":[],"_sd":[]}"#, 16, 0).map(|_| ()),
+            Err(JsonError::Invalid)
+        );
+    }
+}
