@@ -245,6 +245,11 @@ impl Holder {
         sign_jws(&self.key, &header, &payload)
     }
 
+    /// Any compact JWS signed with the holder's key (raw signature items for load tests).
+    pub fn sign_jws(&self, header: &Value, payload: &Value) -> String {
+        sign_jws(&self.key, header, payload)
+    }
+
     /// A full presentation: what the phone's QR code carries.
     pub fn present(
         &self,

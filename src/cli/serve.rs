@@ -114,23 +114,31 @@ fn prepare_demo(data_dir: &Path) -> Result<Demo> {
     })
 }
 
-fn init_logging(settings: &Settings) {
+/// Logs go to stderr through a background writer: request threads hand lines over instead of
+/// making a write syscall each (at ten thousand requests a second that was measurable). The
+/// writer is not lossy: when its queue is full, logging waits rather than drops lines. The
+/// returned guard flushes what is queued when dropped (at shutdown).
+fn init_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let level = settings
         .log_level
         .parse::<tracing::Level>()
         .unwrap_or(tracing::Level::INFO);
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(terminal);
-    // A second initialisation (tests running several gateways) is harmless and ignored.
-    let _ = if settings.log_json {
+    // A second initialisation (tests running several gateways) is refused; keep no guard then.
+    let installed = if settings.log_json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.compact().try_init()
     };
+    installed.ok().map(|()| guard)
 }
 
 /// Waits for SIGTERM or SIGINT.
@@ -195,9 +203,9 @@ fn runtime(settings: &Settings) -> Result<tokio::runtime::Runtime> {
 /// Starts the gateway and serves until SIGTERM/SIGINT. `banner` runs once the listeners are
 /// bound (the demo prints its instructions there).
 fn serve_settings(settings: Settings, banner: impl FnOnce(&Listeners)) -> Result<()> {
-    init_logging(&settings);
+    let log_guard = init_logging(&settings);
     let runtime = runtime(&settings)?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let (gateway, recovery) = Gateway::open(settings).context("cannot start")?;
         tracing::info!(
             records = recovery.records,
@@ -212,7 +220,10 @@ fn serve_settings(settings: Settings, banner: impl FnOnce(&Listeners)) -> Result
         reload_on_sighup(gateway.clone());
         server::run(gateway, listeners, termination()).await;
         Ok(())
-    })
+    });
+    // Flush the last log lines (the shutdown ones included) before exiting.
+    drop(log_guard);
+    served
 }
 
 /// `idgate serve --config FILE`.

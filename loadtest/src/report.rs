@@ -1,0 +1,399 @@
+//! Reports: the JSON report (schema `idgate-loadtest/1`, documented in loadtest/README.md), a
+//! terminal summary, and a self-contained HTML page with SVG charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::load::Stats;
+
+pub const SCHEMA: &str = "idgate-loadtest/1";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub generated_at: i64,
+    pub machine: Machine,
+    pub gateway: GatewayInfo,
+    pub runs: Vec<RunReport>,
+    /// Extra checks run alongside (idle memory, the stall test).
+    pub checks: Vec<Check>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayInfo {
+    /// The gateway binary (when spawned).
+    pub binary: Option<String>,
+    pub public: String,
+    pub spawned: bool,
+    pub verify_threads: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Late {
+    /// Sends that started late because their connection was still waiting for the server.
+    pub server_backpressure: u64,
+    /// Sends that started late although their connection was free: the generator's own lag.
+    pub generator: u64,
+    pub max_generator_lag_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MetricsCheck {
+    pub compared: bool,
+    pub matched: bool,
+    pub mismatches: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SecondReport {
+    pub t: usize,
+    pub requests: u64,
+    pub items: u64,
+    pub errors: u64,
+    pub p99_us: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    /// `max` (closed loop, as fast as possible), `50%` / `90%` (open loop at that share of the
+    /// max), or `rate` (open loop at a given rate).
+    pub phase: String,
+    pub model: String,
+    pub connections: usize,
+    pub target_rate_rps: Option<f64>,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub items: u64,
+    pub requests_per_s: f64,
+    pub items_per_s: f64,
+    /// Ed25519 signatures per second (two per presentation; one per raw item).
+    pub signatures_per_s: Option<f64>,
+    /// Latencies in microseconds (open loop: from the intended send time).
+    pub latency_us: Latency,
+    pub statuses: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<String, u64>,
+    pub late_sends: Late,
+    /// False when the generator could not keep an open-loop schedule: figures are then void.
+    pub schedule_kept: bool,
+    pub ceiling_items_per_s: Option<f64>,
+    pub ceiling_batch: Option<usize>,
+    pub ratio_to_ceiling: Option<f64>,
+    pub metrics_check: MetricsCheck,
+    pub series: Vec<SecondReport>,
+}
+
+impl RunReport {
+    pub fn from_stats(stats: &Stats, seconds: f64) -> RunReport {
+        let latency = &stats.latency;
+        let percentile = |q: f64| {
+            if latency.is_empty() {
+                0
+            } else {
+                latency.value_at_quantile(q)
+            }
+        };
+        RunReport {
+            duration_s: seconds,
+            requests: stats.requests,
+            items: stats.items,
+            requests_per_s: stats.requests as f64 / seconds,
+            items_per_s: stats.items as f64 / seconds,
+            latency_us: Latency {
+                p50: percentile(0.5),
+                p90: percentile(0.9),
+                p99: percentile(0.99),
+                p999: percentile(0.999),
+                max: latency.max(),
+                mean: if latency.is_empty() {
+                    0.0
+                } else {
+                    latency.mean()
+                },
+            },
+            statuses: stats
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            errors: stats
+                .errors
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            outcomes: stats.outcomes.clone(),
+            late_sends: Late {
+                server_backpressure: stats.late_server,
+                generator: stats.late_generator,
+                max_generator_lag_ms: stats.max_generator_lag.as_secs_f64() * 1e3,
+            },
+            series: stats
+                .series
+                .iter()
+                .enumerate()
+                .map(|(t, s)| SecondReport {
+                    t,
+                    requests: s.requests,
+                    items: s.items,
+                    errors: s.errors,
+                    p99_us: if s.latency.is_empty() {
+                        0
+                    } else {
+                        s.latency.value_at_quantile(0.99)
+                    },
+                })
+                .collect(),
+            ..RunReport::default()
+        }
+    }
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2}", micros as f64 / 1000.0)
+}
+
+/// One line per run, for the terminal.
+pub fn print_summary(report: &Report) {
+    println!(
+        "\n{:<16} {:<5} {:>5} {:>11} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  notes",
+        "scenario",
+        "phase",
+        "conns",
+        "req/s",
+        "items/s",
+        "ceiling",
+        "ratio",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms"
+    );
+    for run in &report.runs {
+        let ceiling = run
+            .ceiling_items_per_s
+            .map_or("-".into(), |c| format!("{c:.0}"));
+        let ratio = run
+            .ratio_to_ceiling
+            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+        let mut notes = Vec::new();
+        let not_ok: u64 = run
+            .statuses
+            .iter()
+            .filter(|(code, _)| code.as_str() != "200")
+            .map(|(_, n)| n)
+            .sum();
+        if not_ok > 0 {
+            notes.push(format!("non-200: {not_ok}"));
+        }
+        let errors: u64 = run.errors.values().sum();
+        if errors > 0 {
+            notes.push(format!("errors: {errors}"));
+        }
+        if !run.schedule_kept {
+            notes.push("SCHEDULE NOT KEPT".into());
+        }
+        if run.metrics_check.compared && !run.metrics_check.matched {
+            notes.push("METRICS MISMATCH".into());
+        }
+        println!(
+            "{:<16} {:<5} {:>5} {:>11.0} {:>11.0} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
+            run.scenario,
+            run.phase,
+            run.connections,
+            run.requests_per_s,
+            run.items_per_s,
+            ceiling,
+            ratio,
+            ms(run.latency_us.p50),
+            ms(run.latency_us.p90),
+            ms(run.latency_us.p99),
+            ms(run.latency_us.p999),
+            ms(run.latency_us.max),
+            notes.join("; ")
+        );
+    }
+    for check in &report.checks {
+        println!(
+            "check {:<28} {}  {}",
+            check.name,
+            if check.passed { "ok" } else { "FAILED" },
+            check.detail
+        );
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart of latency percentiles (log scale).
+fn percentile_chart(run: &RunReport) -> String {
+    let bars = [
+        ("p50", run.latency_us.p50),
+        ("p90", run.latency_us.p90),
+        ("p99", run.latency_us.p99),
+        ("p99.9", run.latency_us.p999),
+        ("max", run.latency_us.max),
+    ];
+    let top = bars.iter().map(|(_, v)| *v).max().unwrap_or(1).max(1) as f64;
+    let scale = |v: u64| {
+        if v == 0 {
+            0.0
+        } else {
+            (v as f64).ln().max(0.0) / top.ln().max(1.0) * 360.0
+        }
+    };
+    let mut svg = String::from(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="520" height="130" font-family="sans-serif" font-size="12">"#,
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = 8 + i * 24;
+        let _ = write!(
+            svg,
+            r##"<text x="0" y="{ty}">{label}</text><rect x="50" y="{y}" width="{w:.1}" height="16" fill="#4a7bd0"/><text x="{tx:.1}" y="{ty}">{ms} ms</text>"##,
+            ty = y + 12,
+            w = scale(*value),
+            tx = 56.0 + scale(*value),
+            ms = ms(*value)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Items per second over the run, with p99 latency per second.
+fn series_chart(run: &RunReport) -> String {
+    let width = 520.0;
+    let height = 140.0;
+    let points = &run.series;
+    if points.is_empty() {
+        return String::new();
+    }
+    let max_items = points.iter().map(|p| p.items).max().unwrap_or(1).max(1) as f64;
+    let max_p99 = points.iter().map(|p| p.p99_us).max().unwrap_or(1).max(1) as f64;
+    let step = width / points.len().max(2).saturating_sub(1) as f64;
+    let line = |value: &dyn Fn(&SecondReport) -> f64, top: f64| {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "{:.1},{:.1}",
+                    i as f64 * step,
+                    height - value(p) / top * (height - 10.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h2}" font-family="sans-serif" font-size="11"><polyline fill="none" stroke="#2a9d4a" stroke-width="2" points="{items}"/><polyline fill="none" stroke="#d05a4a" stroke-width="1" stroke-dasharray="4 3" points="{p99}"/><text x="0" y="{ly}" fill="#2a9d4a">items/s (max {mi:.0})</text><text x="200" y="{ly}" fill="#d05a4a">p99 per second (max {mp} ms)</text></svg>"##,
+        w = width,
+        h2 = height + 20.0,
+        items = line(&|p| p.items as f64, max_items),
+        p99 = line(&|p| p.p99_us as f64, max_p99),
+        ly = height + 16.0,
+        mi = max_items,
+        mp = ms(max_p99 as u64),
+    )
+}
+
+/// The self-contained HTML report.
+pub fn html(report: &Report) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>idgate load test</title><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}.run{margin:2em 0;border-top:1px solid #ddd}</style></head><body>",
+    );
+    let _ = write!(
+        page,
+        "<h1>idgate load test</h1><p>{cores} cores ({cpu}); gateway {public} ({spawned}, {threads} verify threads); schema {SCHEMA}</p>",
+        cores = report.machine.cores,
+        cpu = escape(&report.machine.cpu),
+        public = escape(&report.gateway.public),
+        spawned = if report.gateway.spawned {
+            "spawned"
+        } else {
+            "external"
+        },
+        threads = report.gateway.verify_threads,
+    );
+    page.push_str("<table><tr><th>scenario</th><th>phase</th><th>conns</th><th>req/s</th><th>items/s</th><th>ceiling</th><th>ratio</th><th>p50 ms</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
+    for run in &report.runs {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&run.scenario),
+            escape(&run.phase),
+            run.connections,
+            run.requests_per_s,
+            run.items_per_s,
+            run.ceiling_items_per_s
+                .map_or("-".into(), |c| format!("{c:.0}")),
+            run.ratio_to_ceiling
+                .map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            ms(run.latency_us.p50),
+            ms(run.latency_us.p90),
+            ms(run.latency_us.p99),
+            ms(run.latency_us.p999),
+            ms(run.latency_us.max),
+        );
+    }
+    page.push_str("</table>");
+    for check in &report.checks {
+        let _ = write!(
+            page,
+            "<p>check {}: <b>{}</b> — {}</p>",
+            escape(&check.name),
+            if check.passed { "ok" } else { "FAILED" },
+            escape(&check.detail)
+        );
+    }
+    for run in &report.runs {
+        let _ = write!(
+            page,
+            "<div class=\"run\"><h2>{} — {} ({} loop, {} connections)</h2><p>latency percentiles</p>{}<p>throughput over time</p>{}<p>statuses {:?}; errors {:?}; outcomes {:?}; late sends: server {} / generator {}</p></div>",
+            escape(&run.scenario),
+            escape(&run.phase),
+            escape(&run.model),
+            run.connections,
+            percentile_chart(run),
+            series_chart(run),
+            run.statuses,
+            run.errors,
+            run.outcomes,
+            run.late_sends.server_backpressure,
+            run.late_sends.generator,
+        );
+    }
+    page.push_str("</body></html>");
+    page
+}

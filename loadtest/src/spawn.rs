@@ -1,0 +1,196 @@
+//! `--spawn`: start an `idgate` gateway for the run (release build, fresh data directory, free
+//! ports), trusting the corpus issuers, with a tenant and an admin token for the generator.
+//!
+//! The binary is the real `idgate` next to this one (`target/release/idgate`); when it is missing
+//! it is built with `cargo build --release --bin idgate` first, so `cargo run --release -p
+//! loadtest -- --spawn` works on a fresh clone. The gateway's log goes to `gateway.log` in the
+//! data directory (it still logs one line per request, as in production).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// A running gateway owned by this process (killed on drop).
+#[derive(Debug)]
+pub struct Spawned {
+    pub public: SocketAddr,
+    pub operator: SocketAddr,
+    pub api_key: String,
+    pub admin_token: String,
+    pub binary: PathBuf,
+    child: Child,
+    /// Owns the gateway's data directory (removed when the run ends).
+    #[allow(dead_code)]
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Spawned {
+    /// The gateway's process id (for the stall test's `SIGSTOP`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the gateway process (from `/proc`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `idgate` binary: beside this executable, else built.
+pub fn idgate_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name("idgate");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace root")?;
+    eprintln!("building the gateway: cargo build --release --bin idgate");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace)
+        .args(["build", "--release", "--bin", "idgate"])
+        .status()
+        .context("cannot run cargo to build the gateway")?;
+    if !status.success() {
+        bail!("building the gateway failed");
+    }
+    let built = workspace.join("target").join("release").join("idgate");
+    if built.is_file() {
+        Ok(built)
+    } else {
+        bail!("{} was not built", built.display())
+    }
+}
+
+/// Gateway settings a run may set.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    pub verify_threads: usize,
+    pub io_threads: usize,
+    /// Revocation entries to load before start (JSON Lines written to the admin API afterwards
+    /// would also work; the offline import is faster for large lists).
+    pub max_presentation_age_s: i64,
+}
+
+/// Starts the gateway.
+pub fn spawn(jwks: &serde_json::Value, options: &GatewayOptions) -> Result<Spawned> {
+    let binary = idgate_binary()?;
+    let dir = tempfile::Builder::new()
+        .prefix("idgate-loadtest-")
+        .tempdir()?;
+    let api_key = format!("lt-{}", hex(&rand::random::<[u8; 12]>()));
+    let admin_token = format!("admin-{}", hex(&rand::random::<[u8; 12]>()));
+    std::fs::write(dir.path().join("trust.jwks.json"), jwks.to_string())?;
+    let config = format!(
+        r#"# Written by loadtest --spawn.
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+verify_threads = {verify_threads}
+io_threads = {io_threads}
+max_connections = 4096
+
+[trust]
+jwks = "trust.jwks.json"
+
+[policy]
+# Long runs: a presentation minted before the run stays fresh for its whole length.
+max_presentation_age_s = {age}
+
+[revocation]
+data_dir = "data"
+
+[replay]
+capacity = 50000000
+
+[admin]
+token_sha256 = "{admin}"
+
+[log]
+format = "json"
+
+[[tenants]]
+name = "loadtest"
+api_key_sha256 = "{key}"
+audiences = ["{audience}"]
+allow_status_queries = true
+"#,
+        verify_threads = options.verify_threads,
+        io_threads = options.io_threads,
+        age = options.max_presentation_age_s,
+        admin = hex(&Sha256::digest(admin_token.as_bytes())),
+        key = hex(&Sha256::digest(api_key.as_bytes())),
+        audience = crate::corpus::AUDIENCE,
+    );
+    let config_path = dir.path().join("idgate.toml");
+    std::fs::write(&config_path, config)?;
+    let mut child = Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut log = std::fs::File::create(dir.path().join("gateway.log"))?;
+    let (addresses, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut announced = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !announced && line.contains("\"listening\"") {
+                let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let public = parsed["public"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                let operator = parsed["operator"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                if let (Some(public), Some(operator)) = (public, operator) {
+                    let _ = addresses.send((public, operator));
+                    announced = true;
+                }
+            }
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    let (public, operator) = receive
+        .recv_timeout(Duration::from_secs(60))
+        .context("the gateway did not start listening")?;
+    let spawned = Spawned {
+        public,
+        operator,
+        api_key,
+        admin_token,
+        binary,
+        child,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::http::get(operator, "/readyz", None).map(|r| r.0) != Some(200) {
+        if Instant::now() > deadline {
+            bail!("the gateway did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(spawned)
+}

@@ -1,0 +1,93 @@
+//! CI smoke run: a few seconds of load against a spawned gateway; the report must follow its
+//! schema, and the gateway's `/metrics` must agree with the generator's own counts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
+    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--spawn",
+            "--smoke",
+            "--json",
+            json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "idgate-loadtest/1");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(report["issuers_jwks"]["keys"].as_array().unwrap().len() == 3);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "two scenarios, a max and a 50% phase each");
+    for run in runs {
+        for field in [
+            "scenario",
+            "phase",
+            "model",
+            "connections",
+            "requests",
+            "items",
+            "requests_per_s",
+            "items_per_s",
+            "latency_us",
+            "statuses",
+            "errors",
+            "late_sends",
+            "schedule_kept",
+            "metrics_check",
+            "series",
+        ] {
+            assert!(run.get(field).is_some(), "run lacks {field}: {run}");
+        }
+        for field in ["p50", "p90", "p99", "p999", "max", "mean"] {
+            assert!(run["latency_us"][field].is_number(), "{field}");
+        }
+        assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["metrics_check"]["compared"], true);
+        assert_eq!(
+            run["metrics_check"]["matched"], true,
+            "{}",
+            run["metrics_check"]
+        );
+        assert!(run["ceiling_items_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            run["statuses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["200"],
+            "{run}"
+        );
+    }
+    assert_eq!(runs[0]["model"], "closed");
+    assert_eq!(runs[1]["model"], "open");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true),
+        "{}",
+        report["checks"]
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("verify:64"));
+    assert!(stdout.contains("verify:64") && stdout.contains("status:1000"));
+}
