@@ -114,6 +114,11 @@ pub struct RevocationConfig {
     /// `none` (this instance's durable log) or `redis` (not supported by this build).
     pub feed: String,
     pub max_staleness_s: i64,
+    /// When the log has grown by this many bytes since the last snapshot, a background
+    /// compaction folds it into a new snapshot.
+    pub snapshot_log_bytes: u64,
+    /// Largest `POST /admin/v1/revocations` body (JSON Lines, streamed).
+    pub max_admin_body_bytes: usize,
 }
 
 impl Default for RevocationConfig {
@@ -122,6 +127,8 @@ impl Default for RevocationConfig {
             data_dir: "idgate-data".into(),
             feed: "none".into(),
             max_staleness_s: 300,
+            snapshot_log_bytes: 256 << 20,
+            max_admin_body_bytes: 1 << 30,
         }
     }
 }
@@ -213,6 +220,8 @@ pub struct Settings {
     pub max_presentation_age_s: i64,
     pub data_dir: PathBuf,
     pub max_staleness_s: i64,
+    pub snapshot_log_bytes: u64,
+    pub max_admin_body_bytes: usize,
     pub replay_capacity: usize,
     pub admin_token_sha256: Option<[u8; 32]>,
     pub log_level: String,
@@ -364,6 +373,12 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
     if config.revocation.max_staleness_s <= 0 {
         problems.push("revocation.max_staleness_s must be greater than 0".into());
     }
+    if config.revocation.snapshot_log_bytes < 4096 {
+        problems.push("revocation.snapshot_log_bytes must be at least 4096".into());
+    }
+    if config.revocation.max_admin_body_bytes == 0 {
+        problems.push("revocation.max_admin_body_bytes must be greater than 0".into());
+    }
     if config.revocation.feed != "none" {
         problems.push(format!(
             "revocation.feed = {:?}: only \"none\" is supported by this build",
@@ -480,6 +495,8 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
         max_presentation_age_s: config.policy.max_presentation_age_s,
         data_dir: resolve(&config.revocation.data_dir),
         max_staleness_s: config.revocation.max_staleness_s,
+        snapshot_log_bytes: config.revocation.snapshot_log_bytes,
+        max_admin_body_bytes: config.revocation.max_admin_body_bytes,
         replay_capacity: config.replay.capacity,
         admin_token_sha256,
         log_level: config.log.level.clone(),

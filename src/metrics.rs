@@ -166,6 +166,13 @@ pub struct Gauges {
     pub replay_capacity: u64,
     pub revocation_entries: u64,
     pub revocation_last_update: i64,
+    pub revocation_records: u64,
+    pub revocation_log_bytes: u64,
+    pub revocation_snapshot_bytes: u64,
+    pub revocation_snapshot_seconds: f64,
+    pub revocation_snapshot_timestamp: i64,
+    pub revocation_snapshots_ok: u64,
+    pub revocation_snapshots_failed: u64,
     pub trust_keys: u64,
     pub signature_batches_ok: u64,
     pub signature_batches_fallback: u64,
@@ -417,7 +424,7 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let gauges_list: [(&str, &str, f64); 8] = [
+        let gauges_list: [(&str, &str, f64); 13] = [
             (
                 "idgate_replay_entries",
                 "Nonces held by the replay store.",
@@ -437,6 +444,31 @@ impl Metrics {
                 "idgate_revocation_last_update_timestamp_seconds",
                 "Wall-clock time of the last applied revocation update.",
                 gauges.revocation_last_update as f64,
+            ),
+            (
+                "idgate_revocation_records",
+                "Revocation records held, reinstatement tombstones included.",
+                gauges.revocation_records as f64,
+            ),
+            (
+                "idgate_revocation_log_bytes",
+                "Bytes of revocation log not yet folded into a snapshot.",
+                gauges.revocation_log_bytes as f64,
+            ),
+            (
+                "idgate_revocation_snapshot_bytes",
+                "Size of the current revocation snapshot.",
+                gauges.revocation_snapshot_bytes as f64,
+            ),
+            (
+                "idgate_revocation_compaction_duration_seconds",
+                "Duration of the last compaction (log folded into a snapshot).",
+                gauges.revocation_snapshot_seconds,
+            ),
+            (
+                "idgate_revocation_compaction_timestamp_seconds",
+                "Wall-clock time the last compaction completed (0: none since start).",
+                gauges.revocation_snapshot_timestamp as f64,
             ),
             (
                 "idgate_trust_keys",
@@ -463,6 +495,22 @@ impl Metrics {
             family(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
+        family(
+            &mut out,
+            "idgate_revocation_compactions_total",
+            "counter",
+            "Compactions of the revocation log into a snapshot, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "idgate_revocation_compactions_total{{result=\"ok\"}} {}",
+            gauges.revocation_snapshots_ok
+        );
+        let _ = writeln!(
+            out,
+            "idgate_revocation_compactions_total{{result=\"error\"}} {}",
+            gauges.revocation_snapshots_failed
+        );
         family(
             &mut out,
             "idgate_trust_reloads_total",

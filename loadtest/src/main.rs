@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, env = "IDGATE_LOADTEST_ADMIN_TOKEN")]
     admin_token: Option<String>,
     /// Scenario (repeatable): verify:N, signatures:N, status:N, mix, bad-batch:N, replay-flood,
-    /// oversized. Default: the whole suite.
+    /// oversized, revoke:N (durable admin writes, N entries per request). Default: the suite.
     #[arg(long = "scenario", value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Connections (default: per scenario).
@@ -109,6 +109,11 @@ struct Args {
     /// A few seconds of a few scenarios (CI).
     #[arg(long)]
     smoke: bool,
+    /// With --spawn: start the gateway on a revocation list of this many subject entries
+    /// (written as a snapshot first); reports the start-up time to ready and the gateway's
+    /// resident memory per entry.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    revocation_list: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +125,7 @@ enum Scenario {
     BadBatch(usize),
     ReplayFlood,
     Oversized,
+    Revoke(usize),
 }
 
 impl Scenario {
@@ -138,6 +144,7 @@ impl Scenario {
             "bad-batch" => Scenario::BadBatch(size(256)?),
             "replay-flood" => Scenario::ReplayFlood,
             "oversized" => Scenario::Oversized,
+            "revoke" => Scenario::Revoke(size(1000)?),
             other => bail!("unknown scenario {other:?}"),
         })
     }
@@ -151,6 +158,7 @@ impl Scenario {
             Scenario::BadBatch(n) => format!("bad-batch:{n}"),
             Scenario::ReplayFlood => "replay-flood".into(),
             Scenario::Oversized => "oversized".into(),
+            Scenario::Revoke(n) => format!("revoke:{n}"),
         }
     }
 
@@ -159,6 +167,7 @@ impl Scenario {
             Scenario::Verify(1) | Scenario::ReplayFlood => 64,
             Scenario::Verify(n) | Scenario::BadBatch(n) if n < 64 => 32,
             Scenario::Status(_) => 4,
+            Scenario::Revoke(_) => 16,
             Scenario::Mix => 32,
             _ => 8,
         }
@@ -183,7 +192,7 @@ impl Scenario {
 }
 
 /// The suite run when no scenario is named.
-const SUITE: [&str; 8] = [
+const SUITE: [&str; 9] = [
     "verify:256",
     "verify:1",
     "signatures:256",
@@ -192,8 +201,21 @@ const SUITE: [&str; 8] = [
     "bad-batch:256",
     "replay-flood",
     "oversized",
+    "revoke:1000",
 ];
 const SMOKE: [&str; 2] = ["verify:64", "status:1000"];
+
+/// The admin route the `revoke` scenario posts to (on the operator port).
+const ADMIN_REVOCATIONS: &str = "/admin/v1/revocations";
+
+/// The `route` label of a path in `idgate_requests_total`.
+fn route_label(path: &str) -> String {
+    if path == ADMIN_REVOCATIONS {
+        format!("POST {path}")
+    } else {
+        path.to_string()
+    }
+}
 
 /// Where the load goes.
 struct Target {
@@ -314,6 +336,38 @@ fn build(
             Built {
                 requests,
                 revocations: ids.revocations,
+            }
+        }
+        Scenario::Revoke(n) => {
+            let requests = (0..items.max(n).div_ceil(n))
+                .map(|r| {
+                    let body: String = (0..n)
+                        .map(|i| {
+                            let entry = Entry {
+                                kind: if i % 4 == 0 {
+                                    idgate::revocation::Kind::Subject
+                                } else {
+                                    idgate::revocation::Kind::Credential
+                                },
+                                id: format!("lt{seed}-q{r}-{i}"),
+                                status: idgate::revocation::Status::Revoked,
+                                reason: Some(idgate::revocation::Reason::Lost),
+                                before: (i % 4 == 0).then_some(now),
+                                at: now,
+                            };
+                            serde_json::to_string(&entry).unwrap_or_default() + "\n"
+                        })
+                        .collect();
+                    Request {
+                        path: ADMIN_REVOCATIONS,
+                        body: Bytes::from(body),
+                        items: n as u32,
+                    }
+                })
+                .collect();
+            Built {
+                requests,
+                revocations: Vec::new(),
             }
         }
         Scenario::Mix => {
@@ -499,7 +553,7 @@ fn metrics_check(
     for ((path, status), count) in &stats.all_statuses {
         let key = format!(
             "idgate_requests_total{{route=\"{}\",code=\"{status}\"}}",
-            path
+            route_label(path)
         );
         let server = delta(&key);
         if (server - *count as f64).abs() > 0.5 {
@@ -514,7 +568,7 @@ fn metrics_check(
             .filter(|((p, _), _)| p == path)
             .map(|(_, n)| n)
             .sum();
-        let prefix = format!("idgate_requests_total{{route=\"{}\",", path);
+        let prefix = format!("idgate_requests_total{{route=\"{}\",", route_label(path));
         let server: f64 = after
             .keys()
             .filter(|k| k.starts_with(&prefix))
@@ -586,7 +640,12 @@ fn run_phase(
             }
         })
     };
-    let stats = runtime.block_on(load::run(target.public, plan, Arc::clone(&progress)));
+    let address = if plan.requests.first().map(|r| r.path) == Some(ADMIN_REVOCATIONS) {
+        target.operator.unwrap_or(target.public)
+    } else {
+        target.public
+    };
+    let stats = runtime.block_on(load::run(address, plan, Arc::clone(&progress)));
     bar.finish_and_clear();
     let _ = ticker.join();
     stats
@@ -704,17 +763,51 @@ fn run(mut args: Args) -> Result<ExitCode> {
     let mut checks = Vec::new();
 
     let target = if args.spawn {
-        let spawned = spawn::spawn(
-            &issuers.jwks(),
-            &spawn::GatewayOptions {
-                verify_threads,
-                io_threads: args.io_threads,
-                max_presentation_age_s: 900,
-            },
-        )?;
+        let options = spawn::GatewayOptions {
+            verify_threads,
+            io_threads: args.io_threads,
+            max_presentation_age_s: 900,
+            revocation_list: 0,
+        };
+        let spawned = if args.revocation_list > 0 {
+            // The same gateway without the list first: the baseline its memory is measured from.
+            let empty = spawn::spawn(&issuers.jwks(), &options)?;
+            std::thread::sleep(Duration::from_millis(500));
+            let baseline = empty.rss_bytes().unwrap_or(0);
+            drop(empty);
+            let spawned = spawn::spawn(
+                &issuers.jwks(),
+                &spawn::GatewayOptions {
+                    revocation_list: args.revocation_list,
+                    ..options
+                },
+            )?;
+            std::thread::sleep(Duration::from_millis(500));
+            let n = args.revocation_list as f64;
+            let rss = spawned.rss_bytes().unwrap_or(0);
+            let per_entry = rss.saturating_sub(baseline) as f64 / n;
+            checks.push(Check {
+                name: format!("gateway memory per revocation entry at {n:.0} entries <= 48 B"),
+                passed: per_entry <= 48.0,
+                detail: format!(
+                    "{per_entry:.1} B (RSS {:.0} MiB, empty gateway {:.1} MiB)",
+                    rss as f64 / (1 << 20) as f64,
+                    baseline as f64 / (1 << 20) as f64
+                ),
+            });
+            let ready = spawned.ready_after.as_secs_f64();
+            checks.push(Check {
+                name: format!("start with {n:.0} revocation entries ready <= 10 s"),
+                passed: ready <= 10.0,
+                detail: format!("{ready:.2} s from process start to /readyz 200"),
+            });
+            spawned
+        } else {
+            spawn::spawn(&issuers.jwks(), &options)?
+        };
         // The gateway at rest, before any load.
         std::thread::sleep(Duration::from_millis(500));
-        if let Some(rss) = spawned.rss_bytes() {
+        if let Some(rss) = spawned.rss_bytes().filter(|_| args.revocation_list == 0) {
             let mib = rss as f64 / (1 << 20) as f64;
             checks.push(Check {
                 name: "idle gateway RSS < 30 MiB".into(),
@@ -815,7 +908,14 @@ fn run(mut args: Args) -> Result<ExitCode> {
                 warmup: Duration::from_secs(args.warmup),
                 duration: Duration::from_secs(args.duration),
                 rate: phase.rate,
-                bearer: target.api_key.clone(),
+                bearer: if let Scenario::Revoke(_) = scenario {
+                    target
+                        .admin_token
+                        .clone()
+                        .context("revoke:N needs --admin-token or --spawn")?
+                } else {
+                    target.api_key.clone()
+                },
                 timeout: Duration::from_secs(30),
             };
             let before = target.operator.and_then(scrape);
@@ -977,7 +1077,8 @@ fn scenario_items(scenario: Scenario) -> usize {
         Scenario::Verify(n)
         | Scenario::Signatures(n)
         | Scenario::Status(n)
-        | Scenario::BadBatch(n) => n,
+        | Scenario::BadBatch(n)
+        | Scenario::Revoke(n) => n,
         Scenario::Mix => 110,
         Scenario::ReplayFlood | Scenario::Oversized => 1,
     }

@@ -23,6 +23,8 @@ pub struct Spawned {
     pub api_key: String,
     pub admin_token: String,
     pub binary: PathBuf,
+    /// From process start to the first `/readyz` 200.
+    pub ready_after: Duration,
     child: Child,
     /// Owns the gateway's data directory (removed when the run ends).
     #[allow(dead_code)]
@@ -87,9 +89,48 @@ pub fn idgate_binary() -> Result<PathBuf> {
 pub struct GatewayOptions {
     pub verify_threads: usize,
     pub io_threads: usize,
-    /// Revocation entries to load before start (JSON Lines written to the admin API afterwards
-    /// would also work; the offline import is faster for large lists).
     pub max_presentation_age_s: i64,
+    /// Subject revocation entries written as a snapshot before start (0: none).
+    pub revocation_list: usize,
+}
+
+/// Writes a snapshot of `count` subject entries (IDs `1000000000`, `1000000001`, ...; 90%
+/// revoked, 10% suspended) into a gateway data directory.
+pub fn preload_revocations(data_dir: &Path, count: usize, now: i64) -> Result<()> {
+    use idgate::revocation::{Entry, Kind, Reason, RevocationList, Status, snapshot, store};
+    use rayon::prelude::*;
+    let started = Instant::now();
+    let list = RevocationList::new();
+    const CHUNK: usize = 4_000_000;
+    for start in (0..count).step_by(CHUNK) {
+        let slots: Vec<_> = (start..(start + CHUNK).min(count))
+            .into_par_iter()
+            .map(|i| {
+                Entry {
+                    kind: Kind::Subject,
+                    id: format!("{:010}", 1_000_000_000 + i),
+                    status: if i % 10 == 9 {
+                        Status::Suspended
+                    } else {
+                        Status::Revoked
+                    },
+                    reason: Some(Reason::ALL[i % Reason::ALL.len()]),
+                    before: (i % 3 == 0).then_some(now - 86_400),
+                    at: now - 86_400,
+                }
+                .slot()
+            })
+            .collect();
+        list.apply_slots(&slots);
+    }
+    let dir = store::revocation_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    snapshot::write(&dir, &list.table().capture(), 0, now)?;
+    eprintln!(
+        "preloaded {count} revocation entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Starts the gateway.
@@ -101,6 +142,13 @@ pub fn spawn(jwks: &serde_json::Value, options: &GatewayOptions) -> Result<Spawn
     let api_key = format!("lt-{}", hex(&rand::random::<[u8; 12]>()));
     let admin_token = format!("admin-{}", hex(&rand::random::<[u8; 12]>()));
     std::fs::write(dir.path().join("trust.jwks.json"), jwks.to_string())?;
+    if options.revocation_list > 0 {
+        preload_revocations(
+            &dir.path().join("data"),
+            options.revocation_list,
+            idgate::revocation::unix_now(),
+        )?;
+    }
     let config = format!(
         r#"# Written by loadtest --spawn.
 [server]
@@ -144,6 +192,7 @@ allow_status_queries = true
     );
     let config_path = dir.path().join("idgate.toml");
     std::fs::write(&config_path, config)?;
+    let started = Instant::now();
     let mut child = Command::new(&binary)
         .args(["serve", "--config"])
         .arg(&config_path)
@@ -174,7 +223,7 @@ allow_status_queries = true
         }
     });
     let (public, operator) = receive
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(120))
         .context("the gateway did not start listening")?;
     let spawned = Spawned {
         public,
@@ -184,13 +233,16 @@ allow_status_queries = true
         binary,
         child,
         dir,
+        ready_after: Duration::ZERO,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while crate::http::get(operator, "/readyz", None).map(|r| r.0) != Some(200) {
         if Instant::now() > deadline {
             bail!("the gateway did not become ready");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let mut spawned = spawned;
+    spawned.ready_after = started.elapsed();
     Ok(spawned)
 }

@@ -95,33 +95,38 @@ fn request_id(headers: &HeaderMap) -> String {
     )
 }
 
+/// Time allowed for one `POST /admin/v1/revocations` (a large bulk upload).
+const BULK_UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Entry point for every request on either listener.
 pub async fn handle(gateway: Gateway, listener: Listener, request: Request) -> Response {
     let started = Instant::now();
     let request_id = request_id(request.headers());
     let method = request.method().clone();
     let route = route_of(listener, &method, request.uri().path());
-    let handled = match tokio::time::timeout(
-        gateway.settings.request_timeout,
-        dispatch(&gateway, listener, route, request),
-    )
-    .await
-    {
-        Ok(Ok(handled)) => handled,
-        Ok(Err(error)) => {
-            match &error {
-                ApiError::RateLimited(_) => gateway.metrics.shed(Shed::RateLimit),
-                ApiError::Overloaded(_) => gateway.metrics.shed(Shed::Pending),
-                ApiError::TooLarge(_) => gateway.metrics.shed(Shed::TooLarge),
-                _ => {}
-            }
-            Handled::plain(error.response())
-        }
-        Err(_) => {
-            gateway.metrics.shed(Shed::Timeout);
-            Handled::plain(ApiError::Timeout.response())
-        }
+    // Bulk revocation uploads may be large (streamed, up to `max_admin_body_bytes`).
+    let timeout = if route == Route::AdminRevocationsPost {
+        gateway.settings.request_timeout.max(BULK_UPLOAD_TIMEOUT)
+    } else {
+        gateway.settings.request_timeout
     };
+    let handled =
+        match tokio::time::timeout(timeout, dispatch(&gateway, listener, route, request)).await {
+            Ok(Ok(handled)) => handled,
+            Ok(Err(error)) => {
+                match &error {
+                    ApiError::RateLimited(_) => gateway.metrics.shed(Shed::RateLimit),
+                    ApiError::Overloaded(_) => gateway.metrics.shed(Shed::Pending),
+                    ApiError::TooLarge(_) => gateway.metrics.shed(Shed::TooLarge),
+                    _ => {}
+                }
+                Handled::plain(error.response())
+            }
+            Err(_) => {
+                gateway.metrics.shed(Shed::Timeout);
+                Handled::plain(ApiError::Timeout.response())
+            }
+        };
     let mut response = handled.response;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -617,14 +622,42 @@ async fn status(gateway: &Gateway, request: Request) -> Result<Handled, ApiError
 
 // ---- operator: admin routes ----------------------------------------------------------------
 
+/// Streams a JSON Lines body into one log record: each piece is parsed as it arrives, so
+/// memory holds the packed entries, not the text. All or nothing.
 async fn post_revocations(gateway: &Gateway, request: Request) -> Result<Handled, ApiError> {
-    let body = read_body(request, gateway.settings.max_body_bytes).await?;
-    let entries = revocation::parse_jsonl(&body)
+    let limit = gateway.settings.max_admin_body_bytes;
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = request.into_body();
+    let mut stream = revocation::import::JsonlStream::default();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len();
+        if received > limit {
+            return Err(too_large());
+        }
+        stream
+            .feed(&data)
+            .map_err(|error| ApiError::BadRequest(format!("nothing applied: {error}")))?;
+    }
+    let record = stream
+        .finish()
         .map_err(|error| ApiError::BadRequest(format!("nothing applied: {error}")))?;
-    let items = entries.len();
+    let items = record.len();
     gateway
         .revocations
-        .commit(entries)
+        .commit_record(record)
         .await
         .map_err(|error| ApiError::Unavailable(format!("nothing applied: {error}")))?;
     let body = format!(

@@ -5,6 +5,7 @@
 //! answered (whatever the verdicts), 1 on an I/O or usage error, 2 on bad arguments (clap).
 
 mod lines;
+mod revocations;
 pub mod serve;
 mod verify;
 
@@ -44,6 +45,34 @@ enum Command {
     Verify(VerifyArgs),
     /// Verify raw Ed25519 signatures: JSON Lines {"public_key","message","signature"} (base64url).
     VerifySignatures(SignatureArgs),
+    /// Manage revocation data offline: bulk import, statistics.
+    Revocations {
+        #[command(subcommand)]
+        action: RevocationsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RevocationsCommand {
+    /// Import a JSON Lines file of entries (SPEC §5) into a data directory: all entries or none
+    /// (the first bad line is reported by number). Stop the gateway on that directory first.
+    Import {
+        /// JSON Lines file, one entry per line.
+        #[arg(value_name = "FILE.jsonl")]
+        file: PathBuf,
+        /// The gateway's data directory (`revocation.data_dir`).
+        #[arg(long, default_value = "idgate-data", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print counts by kind, status and reason (read-only; safe while a gateway runs).
+    Stats {
+        /// The gateway's data directory (`revocation.data_dir`).
+        #[arg(long, default_value = "idgate-data", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of `idgate verify`.
@@ -124,6 +153,12 @@ pub fn main() -> ExitCode {
             .map(|presentation| println!("{presentation}")),
         Some(Command::Verify(args)) => verify::run_verify(&args),
         Some(Command::VerifySignatures(args)) => verify::run_verify_signatures(&args),
+        Some(Command::Revocations {
+            action: RevocationsCommand::Import { file, data_dir },
+        }) => revocations::import(&file, &data_dir),
+        Some(Command::Revocations {
+            action: RevocationsCommand::Stats { data_dir, json },
+        }) => revocations::stats(&data_dir, json),
         None => serve::demo(),
     };
     match result {

@@ -107,7 +107,8 @@ impl Gateway {
     /// ready until [`Gateway::set_ready`].
     pub fn open(settings: Settings) -> Result<(Gateway, Recovery), StartError> {
         let store = TrustStore::load(&settings.trust_jwks)?;
-        let (revocations, recovery) = RevocationStore::open(&settings.data_dir)?;
+        let (revocations, recovery) =
+            RevocationStore::open(&settings.data_dir, settings.snapshot_log_bytes)?;
         let engine = Engine::new(&EngineConfig {
             threads: settings.verify_threads,
             ..EngineConfig::default()
@@ -223,12 +224,25 @@ impl Gateway {
     pub fn gauges(&self) -> Gauges {
         let trust = self.trust();
         let stats = self.verifier.engine().stats();
+        let revocation_stats = self.revocations.stats();
         Gauges {
             verify_pending_items: self.0.pending.current.load(Ordering::Relaxed) as u64,
             replay_entries: self.replay.len() as u64,
             replay_capacity: self.replay.capacity() as u64,
             revocation_entries: self.revocations.list().len() as u64,
             revocation_last_update: self.revocations.list().last_update(),
+            revocation_records: self.revocations.list().records() as u64,
+            revocation_log_bytes: self.revocations.log_bytes(),
+            revocation_snapshot_bytes: revocation_stats.snapshot_bytes.load(Ordering::Relaxed),
+            revocation_snapshot_seconds: revocation_stats
+                .last_snapshot_micros
+                .load(Ordering::Relaxed) as f64
+                / 1e6,
+            revocation_snapshot_timestamp: revocation_stats
+                .last_snapshot_at
+                .load(Ordering::Relaxed),
+            revocation_snapshots_ok: revocation_stats.snapshots_ok.load(Ordering::Relaxed),
+            revocation_snapshots_failed: revocation_stats.snapshots_failed.load(Ordering::Relaxed),
             trust_keys: trust.store.len() as u64,
             signature_batches_ok: stats.batches_ok.load(Ordering::Relaxed),
             signature_batches_fallback: stats.batches_fallback.load(Ordering::Relaxed),

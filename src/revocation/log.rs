@@ -24,12 +24,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::entry::{Entry, Kind, Reason, Status};
+use super::entry::{Entry, Kind, MAX_TIME, Reason, Status};
+use super::id_key;
+use super::table::{Record, Slot};
+use crate::verify::presentation::is_valid_id;
 
 const MAGIC: [u8; 4] = *b"IDGR";
 const HEADER: usize = 12;
-/// The largest payload a record may declare (a 64 MiB request body cannot encode more).
-const MAX_PAYLOAD: usize = 256 << 20;
+/// The largest payload a record may declare (admin bodies are limited well below it).
+const MAX_PAYLOAD: usize = (u32::MAX >> 1) as usize;
 
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,11 @@ pub enum LogError {
         source: std::io::Error,
     },
     #[error(
-        "revocation log {path} is corrupt at byte {offset} ({reason}), and valid records follow: refusing to start rather than drop acknowledged revocations; restore the file from a backup, or move it away to start empty"
+        "revocation data in {path} is in use by another idgate process (a running gateway or an import); stop it first, or use the admin API"
+    )]
+    Locked { path: String },
+    #[error(
+        "revocation data {path} is corrupt at byte {offset} ({reason}): refusing to start rather than drop acknowledged revocations; restore the file from a backup, or move the revocation directory away to start empty"
     )]
     Corrupt {
         path: String,
@@ -92,24 +99,65 @@ fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
 
 /// Encodes one record holding `entries`.
 pub fn encode_record(entries: &[Entry]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 + entries.len() * 24);
-    payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let mut builder = RecordBuilder::default();
     for entry in entries {
-        encode_entry(entry, &mut payload);
+        builder.push(entry);
     }
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(&MAGIC);
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    record
+    builder.finish().0
+}
+
+/// Builds one record (one all-or-nothing update) entry by entry, along with the packed slots
+/// the list will apply once the record is durable.
+#[derive(Debug, Default)]
+pub struct RecordBuilder {
+    payload: Vec<u8>,
+    count: u32,
+    slots: Vec<Slot>,
+}
+
+impl RecordBuilder {
+    pub fn push(&mut self, entry: &Entry) {
+        if self.payload.is_empty() {
+            self.payload.extend_from_slice(&[0; 4]);
+        }
+        encode_entry(entry, &mut self.payload);
+        self.count += 1;
+        self.slots.push(entry.slot());
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Payload bytes so far.
+    pub fn bytes(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// The record's bytes and its slots.
+    pub fn finish(mut self) -> (Vec<u8>, Vec<Slot>) {
+        if self.payload.is_empty() {
+            self.payload.extend_from_slice(&[0; 4]);
+        }
+        self.payload[..4].copy_from_slice(&self.count.to_le_bytes());
+        let mut record = Vec::with_capacity(HEADER + self.payload.len());
+        record.extend_from_slice(&MAGIC);
+        record.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32c::crc32c(&self.payload).to_le_bytes());
+        record.extend_from_slice(&self.payload);
+        (record, self.slots)
+    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn decode_payload(payload: &[u8], out: &mut Vec<Entry>) -> Option<()> {
+fn decode_payload(payload: &[u8], out: &mut Vec<Slot>) -> Option<()> {
     let count = u32_at(payload, 0)? as usize;
     let mut at = 4;
     for _ in 0..count {
@@ -119,27 +167,36 @@ fn decode_payload(payload: &[u8], out: &mut Vec<Entry>) -> Option<()> {
             1 => Kind::Credential,
             _ => return None,
         };
-        let status =
-            *[Status::Revoked, Status::Suspended, Status::Active].get(fixed[1] as usize)?;
+        let status = *Status::ALL.get(fixed[1] as usize)?;
         let reason = match fixed[2] {
             255 => None,
             r => Some(*Reason::ALL.get(r as usize)?),
         };
-        let has_before = fixed[3] == 1;
+        let before = match fixed[3] {
+            0 => None,
+            1 => Some(i64::from(u32_at(fixed, 8)?)),
+            _ => return None,
+        };
         let entry_at = i64::from(u32_at(fixed, 4)?);
-        let before = i64::from(u32_at(fixed, 8)?);
         let id_len = fixed[12] as usize;
         let id = std::str::from_utf8(payload.get(at + 13..at + 13 + id_len)?).ok()?;
-        let entry = Entry {
+        let record = Record {
             kind,
-            id: id.to_string(),
             status,
             reason,
-            before: has_before.then_some(before),
+            before,
             at: entry_at,
         };
-        entry.validate().ok()?;
-        out.push(entry);
+        // The same rules as a fresh entry: a record that decodes to an invalid entry is damage.
+        let valid = is_valid_id(id)
+            && (status == Status::Active || reason.is_some())
+            && (kind == Kind::Subject || before.is_none())
+            && entry_at <= MAX_TIME
+            && before.is_none_or(|b| b <= MAX_TIME);
+        if !valid {
+            return None;
+        }
+        out.push(Slot::new(id_key(kind, id), &record));
         at += 13 + id_len;
     }
     (at == payload.len()).then_some(())
@@ -179,9 +236,72 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     false
 }
 
+/// What scanning a segment's bytes found: its updates, what recovery saw, and the length of
+/// its whole records.
+struct Scan {
+    slots: Vec<Slot>,
+    recovery: Recovery,
+    good_len: usize,
+}
+
+/// Decodes every record of a segment. A damaged record is a torn tail only when `torn_allowed`
+/// (the newest segment) and no valid record follows it; anything else is corruption.
+fn scan(bytes: &[u8], path: &Path, torn_allowed: bool) -> Result<Scan, LogError> {
+    let mut slots = Vec::new();
+    let mut recovery = Recovery::default();
+    let mut at = 0;
+    while at < bytes.len() {
+        let decoded = record_at(bytes, at).and_then(|(payload, next)| {
+            decode_payload(payload, &mut slots)
+                .ok_or("record does not decode")
+                .map(|()| next)
+        });
+        match decoded {
+            Ok(next) => {
+                recovery.records += 1;
+                at = next;
+            }
+            Err(reason) if !torn_allowed || valid_record_after(bytes, at) => {
+                return Err(LogError::Corrupt {
+                    path: path.display().to_string(),
+                    offset: at as u64,
+                    reason,
+                });
+            }
+            Err(_) => {
+                recovery.torn_bytes = (bytes.len() - at) as u64;
+                break;
+            }
+        }
+    }
+    recovery.entries = slots.len() as u64;
+    Ok(Scan {
+        slots,
+        recovery,
+        good_len: at,
+    })
+}
+
+/// Reads a segment without changing it: a sealed one (`newest == false`) must be whole; the
+/// newest may end in a torn record, which is reported and skipped.
+pub fn read_segment(path: &Path, newest: bool) -> Result<(Vec<Slot>, Recovery), LogError> {
+    let bytes = std::fs::read(path).map_err(|source| LogError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let scan = scan(&bytes, path, newest)?;
+    Ok((scan.slots, scan.recovery))
+}
+
+/// Makes a directory's entries (created, renamed or removed files) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
 impl Log {
-    /// Opens (or creates) the log at `path`, returning every entry in it, in order.
-    pub fn open(path: &Path) -> Result<(Log, Vec<Entry>, Recovery), LogError> {
+    /// Opens (or creates) the newest segment at `path` for appending, returning every update
+    /// in it, in order. A torn last record (a write that was never acknowledged) is cut off.
+    pub fn open(path: &Path) -> Result<(Log, Vec<Slot>, Recovery), LogError> {
         let io = |source| LogError::Io {
             path: path.display().to_string(),
             source,
@@ -194,62 +314,40 @@ impl Log {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let mut entries = Vec::new();
-        let mut recovery = Recovery::default();
-        let mut at = 0;
-        while at < bytes.len() {
-            let decoded = record_at(&bytes, at).and_then(|(payload, next)| {
-                decode_payload(payload, &mut entries)
-                    .ok_or("record does not decode")
-                    .map(|()| next)
-            });
-            match decoded {
-                Ok(next) => {
-                    recovery.records += 1;
-                    at = next;
-                }
-                Err(reason) if valid_record_after(&bytes, at) => {
-                    return Err(LogError::Corrupt {
-                        path: path.display().to_string(),
-                        offset: at as u64,
-                        reason,
-                    });
-                }
-                Err(_) => {
-                    // A torn last write: never acknowledged, so cut it off.
-                    recovery.torn_bytes = (bytes.len() - at) as u64;
-                    file.set_len(at as u64).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    break;
-                }
-            }
+        let scan = scan(&bytes, path, true)?;
+        if scan.good_len < bytes.len() {
+            file.set_len(scan.good_len as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
         }
-        recovery.entries = entries.len() as u64;
-        let len = at as u64;
         // Make the file's own directory entry durable (a fresh log must survive a crash too).
         if let Some(dir) = path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            sync_dir(dir).map_err(io)?;
         }
         Ok((
             Log {
                 file,
                 path: path.to_path_buf(),
-                len,
+                len: scan.good_len as u64,
             },
-            entries,
-            recovery,
+            scan.slots,
+            scan.recovery,
         ))
     }
 
     /// Appends records and makes them durable. On failure the file is cut back to where it was.
     pub fn append(&mut self, records: &[u8]) -> std::io::Result<()> {
-        let result = self
-            .file
-            .write_all(records)
+        self.append_all(&[records])
+    }
+
+    /// Appends several records with one sync (group commit). On failure the file is cut back.
+    pub fn append_all(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
+        let result = records
+            .iter()
+            .try_for_each(|r| self.file.write_all(r))
             .and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
-                self.len += records.len() as u64;
+                self.len += records.iter().map(|r| r.len() as u64).sum::<u64>();
                 Ok(())
             }
             Err(error) => {
@@ -298,8 +396,8 @@ mod tests {
     fn records_round_trip_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut log, entries, _) = Log::open(&path).unwrap();
-        assert!(entries.is_empty());
+        let (mut log, slots, _) = Log::open(&path).unwrap();
+        assert!(slots.is_empty());
         log.append(&encode_record(&[entry("a", 1), entry("b", 2)]))
             .unwrap();
         log.append(&encode_record(&[entry("c", 3)])).unwrap();
@@ -309,10 +407,10 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&third[..third.len() - 3]).unwrap();
         drop(file);
-        let (log, entries, recovery) = Log::open(&path).unwrap();
+        let (log, slots, recovery) = Log::open(&path).unwrap();
         assert_eq!(
-            entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b", "c"]
+            slots,
+            [entry("a", 1), entry("b", 2), entry("c", 3)].map(|e| e.slot())
         );
         assert_eq!(
             recovery,
@@ -336,6 +434,7 @@ mod tests {
         }
         drop(log);
         let mut bytes = std::fs::read(&path).unwrap();
+        let whole = bytes.clone();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
@@ -346,5 +445,9 @@ mod tests {
         );
         // And nothing was cut: the file is left for the operator.
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // A sealed segment may not even end in a torn record.
+        std::fs::write(&path, &whole[..whole.len() - 2]).unwrap();
+        assert!(read_segment(&path, false).is_err());
+        assert_eq!(read_segment(&path, true).unwrap().1.records, 4);
     }
 }

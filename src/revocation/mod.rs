@@ -13,48 +13,23 @@
 //! insert.
 
 pub mod entry;
+pub mod import;
 pub mod log;
+pub mod snapshot;
 pub mod store;
+pub mod table;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use hashbrown::HashMap;
-use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 pub use entry::{Entry, EntryError, Kind, Reason, Status};
+pub use table::{Record, Slot, Table};
 
 use crate::verify::{RevocationSource, Standing};
 
-const SHARDS: usize = 64;
-
-/// What the list holds per (kind, id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub status: Status,
-    pub reason: Option<Reason>,
-    pub before: Option<i64>,
-    pub at: i64,
-}
-
-impl Record {
-    fn from_entry(entry: &Entry) -> Record {
-        Record {
-            status: entry.status,
-            reason: entry.reason,
-            before: entry.before,
-            at: entry.at,
-        }
-    }
-
-    /// Does this record make a credential issued at `iat` revoked or suspended?
-    fn affects(&self, iat: i64) -> bool {
-        self.status != Status::Active && self.before.is_none_or(|before| iat < before)
-    }
-}
-
-/// The 128-bit digest under which an ID is stored.
+/// The 120-bit digest under which an ID is stored (the low byte is always zero).
 pub fn id_key(kind: Kind, id: &str) -> u128 {
     let mut hasher = Sha256::new();
     hasher.update([kind as u8]);
@@ -62,14 +37,29 @@ pub fn id_key(kind: Kind, id: &str) -> u128 {
     let digest = hasher.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(first)
+    u128::from_le_bytes(first) & !0xFF
+}
+
+impl Entry {
+    /// The packed form the list stores.
+    pub fn slot(&self) -> Slot {
+        Slot::new(
+            id_key(self.kind, &self.id),
+            &Record {
+                kind: self.kind,
+                status: self.status,
+                reason: self.reason,
+                before: self.before,
+                at: self.at,
+            },
+        )
+    }
 }
 
 /// The in-memory revocation list. Share it behind an `Arc`.
+#[derive(Default)]
 pub struct RevocationList {
-    shards: Vec<RwLock<HashMap<u128, Record, foldhash::fast::FixedState>>>,
-    /// Records that are revoked or suspended (tombstones excluded).
-    adverse: AtomicUsize,
+    table: Table,
     /// Wall-clock time of the last applied update (`idgate_revocation_last_update_timestamp_seconds`).
     last_update: AtomicI64,
 }
@@ -78,19 +68,8 @@ impl std::fmt::Debug for RevocationList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationList")
             .field("adverse", &self.len())
+            .field("records", &self.records())
             .finish()
-    }
-}
-
-impl Default for RevocationList {
-    fn default() -> Self {
-        RevocationList {
-            shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::default()))
-                .collect(),
-            adverse: AtomicUsize::new(0),
-            last_update: AtomicI64::new(0),
-        }
     }
 }
 
@@ -111,59 +90,54 @@ impl RevocationList {
         RevocationList::default()
     }
 
+    /// A list over an existing table (loaded from a snapshot).
+    pub fn from_table(table: Table, last_update: i64) -> RevocationList {
+        RevocationList {
+            table,
+            last_update: AtomicI64::new(last_update),
+        }
+    }
+
     /// Loads a JSON Lines file of entries (blank lines skipped). All or nothing.
     pub fn load_jsonl(path: &Path) -> Result<RevocationList, LoadError> {
         let text = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        let entries = parse_jsonl(&text)?;
+        let slots = import::parse_jsonl_parallel(&text, 1)?;
         let list = RevocationList::new();
-        for entry in &entries {
-            list.apply(entry);
-        }
+        list.apply_slots(&slots);
         Ok(list)
-    }
-
-    fn shard(&self, key: u128) -> &RwLock<HashMap<u128, Record, foldhash::fast::FixedState>> {
-        &self.shards[(key as usize) % SHARDS]
     }
 
     /// Applies one update; returns false when a newer entry for the same ID already won.
     pub fn apply(&self, entry: &Entry) -> bool {
-        let key = id_key(entry.kind, &entry.id);
-        let record = Record::from_entry(entry);
-        let mut shard = self.shard(key).write();
-        let previous = shard.get(&key).copied();
-        if previous.is_some_and(|old| old.at > record.at) {
-            return false;
+        self.apply_slots(&[entry.slot()]) == 1
+    }
+
+    /// Applies updates in order; returns how many took effect.
+    pub fn apply_slots(&self, slots: &[Slot]) -> usize {
+        if slots.is_empty() {
+            return 0;
         }
-        shard.insert(key, record);
-        drop(shard);
-        let was_adverse = previous.is_some_and(|old| old.status != Status::Active);
-        let is_adverse = record.status != Status::Active;
-        match (was_adverse, is_adverse) {
-            (false, true) => {
-                self.adverse.fetch_add(1, Ordering::Relaxed);
-            }
-            (true, false) => {
-                self.adverse.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
+        let applied = self.table.apply(slots);
         self.last_update.store(unix_now(), Ordering::Relaxed);
-        true
+        applied
     }
 
     /// The record for (kind, id), tombstones included.
     pub fn lookup(&self, kind: Kind, id: &str) -> Option<Record> {
-        let key = id_key(kind, id);
-        self.shard(key).read().get(&key).copied()
+        self.table.get(id_key(kind, id)).and_then(|s| s.record())
     }
 
     /// Revoked or suspended records (`idgate_revocation_entries`).
     pub fn len(&self) -> usize {
-        self.adverse.load(Ordering::Relaxed)
+        self.table.adverse()
+    }
+
+    /// Records held, reinstatement tombstones included.
+    pub fn records(&self) -> usize {
+        self.table.total()
     }
 
     /// True when nothing is revoked or suspended.
@@ -174,6 +148,16 @@ impl RevocationList {
     /// Wall-clock time of the last applied update, 0 if none.
     pub fn last_update(&self) -> i64 {
         self.last_update.load(Ordering::Relaxed)
+    }
+
+    /// Sets the last-update time (restored state).
+    pub fn mark_updated(&self, at: i64) {
+        self.last_update.store(at, Ordering::Relaxed);
+    }
+
+    /// The underlying table (captures for snapshots and statistics).
+    pub fn table(&self) -> &Table {
+        &self.table
     }
 }
 

@@ -8,17 +8,19 @@
 //!   record waiting when a write starts shares that write's single `fdatasync` (group commit).
 //! - Entries are applied in log order, so the list after a restart equals the list before it.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::RevocationList;
-use super::entry::Entry;
-use super::log::{Log, LogError, Recovery, encode_record};
+use super::log::{Log, LogError, RecordBuilder, Recovery, read_segment, sync_dir};
+use super::table::Slot;
+use super::{Entry, RevocationList, snapshot};
 
 /// Requests waiting for the writer at most (each holds one request's entries).
 const QUEUE: usize = 1024;
@@ -27,7 +29,7 @@ const GROUP_BYTES: usize = 64 << 20;
 
 struct Commit {
     record: Vec<u8>,
-    entries: Vec<Entry>,
+    slots: Vec<Slot>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -40,77 +42,256 @@ pub enum CommitError {
     Io(String),
 }
 
+/// Counters the operator sees (SPEC §10 and the revocation metrics).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Bytes in log segments not yet folded into a snapshot.
+    pub log_bytes: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    pub snapshots_ok: AtomicU64,
+    pub snapshots_failed: AtomicU64,
+    /// Duration of the last snapshot, in microseconds.
+    pub last_snapshot_micros: AtomicU64,
+    /// Wall-clock time the last snapshot completed.
+    pub last_snapshot_at: AtomicI64,
+    running: AtomicBool,
+}
+
 /// The store. Share it behind an `Arc`.
 pub struct RevocationStore {
     list: Arc<RevocationList>,
     commits: Mutex<Option<mpsc::Sender<Commit>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    log_bytes: Arc<AtomicU64>,
-    path: PathBuf,
+    stats: Arc<StoreStats>,
+    dir: PathBuf,
+    _lock: File,
 }
 
 impl std::fmt::Debug for RevocationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationStore")
-            .field("path", &self.path)
+            .field("dir", &self.dir)
             .field("entries", &self.list.len())
             .finish()
     }
 }
 
-/// Where the log lives inside a data directory.
-pub fn log_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("revocations").join("log")
+/// The revocation directory inside a data directory.
+pub fn revocation_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("revocations")
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("log.{number:020}"))
+}
+
+/// The log segments in `dir`, oldest first.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("log."))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((number, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Takes the data directory's exclusive lock: one gateway or import at a time.
+pub fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let path = dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked {
+            path: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(&path)(source)),
+    }
+}
+
+/// Everything on disk, loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    pub list: RevocationList,
+    /// The open newest segment (writable loads only) and its number.
+    pub log: Option<(Log, u64)>,
+    /// Segments replayed on top of the snapshot.
+    pub live_segments: Vec<(u64, PathBuf)>,
+    pub recovery: Recovery,
+    pub snapshot_bytes: u64,
+    pub log_bytes: u64,
+    /// Segments below this number are folded into the snapshot.
+    pub snapshot_segment: u64,
+}
+
+/// Loads the snapshot and the log segments after it. `writable`: also cut a torn tail, remove
+/// leftovers (covered segments, an unfinished snapshot) and open the newest segment for
+/// appending (creating one if there is none). Read-only loads change nothing on disk.
+pub fn load(dir: &Path, writable: bool) -> Result<Loaded, LogError> {
+    if writable {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        snapshot::remove_leftover(dir).map_err(io_error(dir))?;
+    }
+    let (list, snapshot_segment, snapshot_bytes) = match snapshot::load(dir)? {
+        Some(loaded) => (
+            RevocationList::from_table(loaded.table, loaded.last_update),
+            loaded.next_segment,
+            loaded.bytes,
+        ),
+        None => (RevocationList::new(), 0, 0),
+    };
+    let all = segments(dir).map_err(io_error(dir))?;
+    let (covered, live): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(number, _)| *number < snapshot_segment);
+    if writable && !covered.is_empty() {
+        for (_, path) in &covered {
+            std::fs::remove_file(path).map_err(io_error(path))?;
+        }
+        sync_dir(dir).map_err(io_error(dir))?;
+    }
+    let mut recovery = Recovery::default();
+    let mut log_bytes = 0;
+    let mut log = None;
+    let mut replayed_any = false;
+    for (i, (number, path)) in live.iter().enumerate() {
+        let newest = i + 1 == live.len();
+        let (slots, found) = if newest && writable {
+            let (opened, slots, found) = Log::open(path)?;
+            log_bytes += opened.len();
+            log = Some((opened, *number));
+            (slots, found)
+        } else {
+            let (slots, found) = read_segment(path, newest)?;
+            log_bytes += std::fs::metadata(path).map_err(io_error(path))?.len();
+            (slots, found)
+        };
+        recovery.records += found.records;
+        recovery.entries += found.entries;
+        recovery.torn_bytes += found.torn_bytes;
+        replayed_any |= !slots.is_empty();
+        list.table().apply(&slots);
+    }
+    if replayed_any {
+        // The log does not carry wall-clock times; its last write is when it last changed.
+        let modified = live
+            .last()
+            .and_then(|(_, path)| std::fs::metadata(path).ok()?.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        list.mark_updated(modified.max(list.last_update()));
+    }
+    if writable && log.is_none() {
+        let number = snapshot_segment.max(live.last().map_or(0, |(n, _)| n + 1));
+        let (opened, _, _) = Log::open(&segment_path(dir, number))?;
+        log = Some((opened, number));
+    }
+    Ok(Loaded {
+        list,
+        log,
+        live_segments: live,
+        recovery,
+        snapshot_bytes,
+        log_bytes,
+        snapshot_segment,
+    })
 }
 
 impl RevocationStore {
-    /// Opens `data_dir/revocations/log` (creating it), replays it into a fresh list and starts
-    /// the writer thread.
-    pub fn open(data_dir: &Path) -> Result<(RevocationStore, Recovery), LogError> {
-        let path = log_path(data_dir);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+    /// Opens `data_dir/revocations` (creating it), takes its lock, loads the snapshot and the
+    /// log after it, and starts the writer thread. A background snapshot runs whenever the log
+    /// has grown by `snapshot_log_bytes`.
+    pub fn open(
+        data_dir: &Path,
+        snapshot_log_bytes: u64,
+    ) -> Result<(RevocationStore, Recovery), LogError> {
+        let dir = revocation_dir(data_dir);
+        let lock = lock_dir(&dir)?;
+        let loaded = load(&dir, true)?;
+        let Some((log, segment)) = loaded.log else {
+            return Err(LogError::Io {
                 path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let (log, entries, recovery) = Log::open(&path)?;
-        let list = Arc::new(RevocationList::new());
-        for entry in &entries {
-            list.apply(entry);
-        }
-        let log_bytes = Arc::new(AtomicU64::new(log.len()));
+                source: std::io::Error::other("no writable log segment"),
+            });
+        };
+        let list = Arc::new(loaded.list);
+        let stats = Arc::new(StoreStats::default());
+        stats.log_bytes.store(loaded.log_bytes, Ordering::Relaxed);
+        stats
+            .snapshot_bytes
+            .store(loaded.snapshot_bytes, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = {
-            let list = Arc::clone(&list);
-            let log_bytes = Arc::clone(&log_bytes);
+            let mut writer = Writer {
+                log,
+                segment,
+                since_snapshot: loaded.log_bytes,
+                snapshot_log_bytes,
+                dir: dir.clone(),
+                list: Arc::clone(&list),
+                stats: Arc::clone(&stats),
+                snapshot: None,
+            };
             std::thread::Builder::new()
                 .name("idgate-revocation-log".into())
-                .spawn(move || write_loop(log, receiver, &list, &log_bytes))
-                .map_err(|source| LogError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?
+                .spawn(move || writer.run(receiver))
+                .map_err(io_error(&dir))?
         };
         let store = RevocationStore {
             list,
             commits: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
-            log_bytes,
-            path,
+            stats,
+            dir,
+            _lock: lock,
         };
-        Ok((store, recovery))
+        Ok((store, loaded.recovery))
     }
 
     /// Makes `entries` durable as one record, then applies them. Returns once both are done.
     pub async fn commit(&self, entries: Vec<Entry>) -> Result<(), CommitError> {
+        let mut builder = RecordBuilder::default();
+        for entry in &entries {
+            builder.push(entry);
+        }
+        self.commit_record(builder).await
+    }
+
+    /// Makes a built record durable, then applies it. Returns once both are done.
+    pub async fn commit_record(&self, builder: RecordBuilder) -> Result<(), CommitError> {
         let sender = self.commits.lock().clone().ok_or(CommitError::Closed)?;
         let (done, answer) = oneshot::channel();
-        let record = encode_record(&entries);
+        let (record, slots) = builder.finish();
         sender
             .send(Commit {
                 record,
-                entries,
+                slots,
                 done,
             })
             .await
@@ -126,13 +307,18 @@ impl RevocationStore {
         &self.list
     }
 
-    /// Bytes in the log (`idgate_revocation_log_bytes`).
+    /// Bytes in log segments not yet folded into a snapshot (`idgate_revocation_log_bytes`).
     pub fn log_bytes(&self) -> u64 {
-        self.log_bytes.load(Ordering::Relaxed)
+        self.stats.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Snapshot and log counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
     }
 
     /// Stops taking updates, lets the writer finish what is queued (each already fsynced when
-    /// answered), and waits for it.
+    /// answered) and any snapshot in progress, and waits for it.
     pub fn close(&self) {
         drop(self.commits.lock().take());
         if let Some(writer) = self.writer.lock().take() {
@@ -147,44 +333,243 @@ impl Drop for RevocationStore {
     }
 }
 
-fn write_loop(
-    mut log: Log,
-    mut receiver: mpsc::Receiver<Commit>,
-    list: &RevocationList,
-    log_bytes: &AtomicU64,
-) {
-    while let Some(first) = receiver.blocking_recv() {
-        let mut group = vec![first];
-        let mut bytes = group[0].record.len();
-        while bytes < GROUP_BYTES {
-            match receiver.try_recv() {
-                Ok(commit) => {
-                    bytes += commit.record.len();
-                    group.push(commit);
+/// The writer thread's state: it alone appends to the log and changes the list.
+struct Writer {
+    log: Log,
+    segment: u64,
+    since_snapshot: u64,
+    snapshot_log_bytes: u64,
+    dir: PathBuf,
+    list: Arc<RevocationList>,
+    stats: Arc<StoreStats>,
+    snapshot: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Commit>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group = vec![first];
+            let mut bytes = group[0].record.len();
+            while bytes < GROUP_BYTES {
+                match receiver.try_recv() {
+                    Ok(commit) => {
+                        bytes += commit.record.len();
+                        group.push(commit);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let records: Vec<&[u8]> = group.iter().map(|c| c.record.as_slice()).collect();
+            match self.log.append_all(&records) {
+                Ok(()) => {
+                    self.stats
+                        .log_bytes
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                    self.since_snapshot += bytes as u64;
+                    for commit in group {
+                        self.list.apply_slots(&commit.slots);
+                        let _ = commit.done.send(Ok(()));
+                    }
+                    if self.since_snapshot >= self.snapshot_log_bytes {
+                        self.start_snapshot();
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "revocation log write failed; the updates were not applied");
+                    for commit in group {
+                        let _ = commit.done.send(Err(error.to_string()));
+                    }
+                }
             }
         }
-        let mut buffer = Vec::with_capacity(bytes);
-        for commit in &group {
-            buffer.extend_from_slice(&commit.record);
+        if let Some(running) = self.snapshot.take() {
+            let _ = running.join();
         }
-        match log.append(&buffer) {
-            Ok(()) => {
-                log_bytes.store(log.len(), Ordering::Relaxed);
-                for commit in group {
-                    for entry in &commit.entries {
-                        list.apply(entry);
-                    }
-                    let _ = commit.done.send(Ok(()));
-                }
+    }
+
+    /// Seals the current segment, captures the list exactly as the sealed segments leave it, and
+    /// writes the snapshot on a background thread.
+    fn start_snapshot(&mut self) {
+        if self.stats.running.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(done) = self.snapshot.take() {
+            let _ = done.join();
+        }
+        let next = self.segment + 1;
+        match Log::open(&segment_path(&self.dir, next)) {
+            Ok((log, _, _)) => {
+                self.log = log;
+                self.segment = next;
             }
             Err(error) => {
-                tracing::error!(error = %error, "revocation log write failed; the updates were not applied");
-                for commit in group {
-                    let _ = commit.done.send(Err(error.to_string()));
-                }
+                tracing::error!(error = %error, "cannot start a new revocation log segment; snapshot skipped");
+                self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                self.since_snapshot = 0;
+                return;
             }
         }
+        self.since_snapshot = 0;
+        let capture = self.list.table().capture();
+        let last_update = self.list.last_update();
+        let dir = self.dir.clone();
+        let stats = Arc::clone(&self.stats);
+        stats.running.store(true, Ordering::Release);
+        let spawned = std::thread::Builder::new()
+            .name("idgate-revocation-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = snapshot::write(&dir, &capture, next, last_update)
+                    .and_then(|written| remove_covered(&dir, next, &stats).map(|()| written));
+                drop(capture);
+                match result {
+                    Ok(written) => {
+                        let took = started.elapsed();
+                        stats
+                            .snapshot_bytes
+                            .store(written.bytes, Ordering::Relaxed);
+                        stats
+                            .last_snapshot_micros
+                            .store(took.as_micros() as u64, Ordering::Relaxed);
+                        stats
+                            .last_snapshot_at
+                            .store(super::unix_now(), Ordering::Relaxed);
+                        stats.snapshots_ok.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            records = written.records,
+                            bytes = written.bytes,
+                            seconds = took.as_secs_f64(),
+                            "revocation snapshot written"
+                        );
+                    }
+                    Err(error) => {
+                        stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %error, "revocation snapshot failed; the log is kept");
+                    }
+                }
+                stats.running.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(handle) => self.snapshot = Some(handle),
+            Err(error) => {
+                self.stats.running.store(false, Ordering::Release);
+                self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %error, "cannot start the snapshot thread");
+            }
+        }
+    }
+}
+
+/// Deletes the segments a durable snapshot now covers.
+fn remove_covered(dir: &Path, next: u64, stats: &StoreStats) -> std::io::Result<()> {
+    let mut removed = 0u64;
+    for (number, path) in segments(dir)? {
+        if number < next {
+            removed += std::fs::metadata(&path)?.len();
+            std::fs::remove_file(&path)?;
+        }
+    }
+    sync_dir(dir)?;
+    stats.log_bytes.fetch_sub(
+        removed.min(stats.log_bytes.load(Ordering::Relaxed)),
+        Ordering::Relaxed,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::{Kind, Reason, Status};
+
+    fn entry(n: usize, at: i64) -> Entry {
+        Entry {
+            kind: if n.is_multiple_of(2) {
+                Kind::Subject
+            } else {
+                Kind::Credential
+            },
+            id: format!("id-{n}"),
+            status: if n.is_multiple_of(5) {
+                Status::Active
+            } else {
+                Status::Revoked
+            },
+            reason: (!n.is_multiple_of(5)).then_some(Reason::Stolen),
+            before: (n.is_multiple_of(4)).then_some(at),
+            at,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn background_snapshots_fold_the_log_and_a_restart_sees_the_same_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = RevocationStore::open(dir.path(), 4096).unwrap();
+        // A second opener is refused while the first holds the directory.
+        assert!(matches!(
+            RevocationStore::open(dir.path(), 4096),
+            Err(LogError::Locked { .. })
+        ));
+        let rt = runtime();
+        for batch in 0..60 {
+            let entries: Vec<Entry> = (0..100)
+                .map(|i| entry((batch * 37 + i) % 3000, batch as i64))
+                .collect();
+            rt.block_on(store.commit(entries)).unwrap();
+        }
+        let expected: Vec<_> = (0..3000)
+            .map(|n| {
+                let e = entry(n, 0);
+                store.list().lookup(e.kind, &e.id)
+            })
+            .collect();
+        let (adverse, records) = (store.list().len(), store.list().records());
+        store.close();
+        assert!(store.stats().snapshots_ok.load(Ordering::Relaxed) >= 2);
+        assert_eq!(store.stats().snapshots_failed.load(Ordering::Relaxed), 0);
+        drop(store);
+        let revocations = revocation_dir(dir.path());
+        assert!(snapshot::snapshot_path(&revocations).exists());
+        assert!(
+            segments(&revocations).unwrap().len() <= 2,
+            "covered segments are removed"
+        );
+        let (reopened, _) = RevocationStore::open(dir.path(), 4096).unwrap();
+        for (n, want) in expected.iter().enumerate() {
+            let e = entry(n, 0);
+            assert_eq!(reopened.list().lookup(e.kind, &e.id), *want, "id-{n}");
+        }
+        assert_eq!(reopened.list().len(), adverse);
+        assert_eq!(reopened.list().records(), records);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_refuses_to_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = RevocationStore::open(dir.path(), 4096).unwrap();
+        let rt = runtime();
+        for batch in 0..20 {
+            let entries: Vec<Entry> = (0..100).map(|i| entry(batch * 100 + i, 1)).collect();
+            rt.block_on(store.commit(entries)).unwrap();
+        }
+        drop(store);
+        let path = snapshot::snapshot_path(&revocation_dir(dir.path()));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 100;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = RevocationStore::open(dir.path(), 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("corrupt") && error.contains("checksum"),
+            "{error}"
+        );
     }
 }
