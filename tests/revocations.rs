@@ -2,6 +2,8 @@
 //! numbers, refused beside a running gateway), `revocations stats`, streamed admin bodies larger
 //! than the API body limit, and background compaction across restarts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed setup should stop loudly
+
 mod common;
 
 use std::path::Path;
