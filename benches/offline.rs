@@ -58,9 +58,16 @@ fn main() {
         "minted {count} presentations in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let input = dir.path().join("presentations.txt");
+    // `--corpus-dir DIR` keeps the corpus (presentations.txt, trust.jwks.json) for profiling.
+    let corpus_dir = args
+        .iter()
+        .position(|a| a == "--corpus-dir")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&corpus_dir).expect("corpus dir");
+    let input = corpus_dir.join("presentations.txt");
     std::fs::write(&input, presentations.join("\n") + "\n").expect("write corpus");
-    let jwks = dir.path().join("trust.jwks.json");
+    let jwks = corpus_dir.join("trust.jwks.json");
     std::fs::write(&jwks, mint::jwks(&issuers).to_string()).expect("write jwks");
     let trust = TrustStore::from_jwks(mint::jwks(&issuers).to_string().as_bytes()).expect("jwks");
 

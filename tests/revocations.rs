@@ -20,7 +20,11 @@ fn entry_line(i: usize, status: &str) -> String {
     } else {
         format!(",\"reason\":\"{}\"", reasons[i % 3])
     };
-    let kind = if i.is_multiple_of(2) { "subject" } else { "credential" };
+    let kind = if i.is_multiple_of(2) {
+        "subject"
+    } else {
+        "credential"
+    };
     format!(
         "{{\"kind\":\"{kind}\",\"id\":\"imp-{i}\",\"status\":\"{status}\"{reason},\"at\":{}}}\n",
         1000 + i

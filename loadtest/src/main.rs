@@ -109,6 +109,10 @@ struct Args {
     /// A few seconds of a few scenarios (CI).
     #[arg(long)]
     smoke: bool,
+    /// After the closed-loop maximum of stateless scenarios (signatures:N, status:N), run `wrk`
+    /// with the same request and connections and check that the two agree within 10%.
+    #[arg(long)]
+    wrk: bool,
     /// With --spawn: start the gateway on a revocation list of this many subject entries
     /// (written as a snapshot first); reports the start-up time to ready and the gateway's
     /// resident memory per entry.
@@ -902,8 +906,9 @@ fn run(mut args: Args) -> Result<ExitCode> {
                 p.dedup();
                 p
             };
+            let requests = Arc::new(built.requests);
             let plan = Plan {
-                requests: Arc::new(built.requests),
+                requests: Arc::clone(&requests),
                 connections,
                 warmup: Duration::from_secs(args.warmup),
                 duration: Duration::from_secs(args.duration),
@@ -975,6 +980,19 @@ fn run(mut args: Args) -> Result<ExitCode> {
             }
             if phase.name == "max" {
                 max_rps = Some(run.requests_per_s);
+                if args.wrk
+                    && matches!(scenario, Scenario::Signatures(_) | Scenario::Status(_))
+                    && let Some(first) = requests.first()
+                {
+                    checks.push(wrk_compare(
+                        &target,
+                        first,
+                        connections,
+                        args.duration,
+                        run.requests_per_s,
+                        &name,
+                    ));
+                }
             }
             runs.push(run);
             if phase.name == "max"
@@ -1069,6 +1087,76 @@ fn run(mut args: Args) -> Result<ExitCode> {
         code = code.max(1);
     }
     Ok(ExitCode::from(code))
+}
+
+/// Runs `wrk` on one request of the scenario (closed loop, same connections) and compares its
+/// requests/s with the generator's.
+fn wrk_compare(
+    target: &Target,
+    request: &Request,
+    connections: usize,
+    seconds: u64,
+    ours: f64,
+    name: &str,
+) -> Check {
+    let check_name = format!("wrk agrees within 10% ({name}, closed loop)");
+    let failed = |detail: String| Check {
+        name: check_name.clone(),
+        passed: false,
+        detail,
+    };
+    let Ok(dir) = tempfile::tempdir() else {
+        return failed("no temporary directory".into());
+    };
+    let body = dir.path().join("body");
+    let script = dir.path().join("post.lua");
+    let lua = r#"local f = io.open(os.getenv("IDGATE_WRK_BODY"), "rb")
+local body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("IDGATE_WRK_TOKEN")
+"#;
+    if std::fs::write(&body, &request.body).is_err() || std::fs::write(&script, lua).is_err() {
+        return failed("cannot write the wrk script".into());
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let output = std::process::Command::new("wrk")
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{}{}", target.public, request.path))
+        .env("IDGATE_WRK_BODY", &body)
+        .env("IDGATE_WRK_TOKEN", &target.api_key)
+        .output();
+    let Ok(output) = output else {
+        return failed("wrk is not installed (apt-get install wrk)".into());
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    let non_2xx = text.lines().any(|l| l.contains("Non-2xx"));
+    match rate {
+        Some(rate) if !non_2xx => {
+            let diff = ours / rate - 1.0;
+            Check {
+                name: check_name,
+                passed: diff.abs() <= 0.10,
+                detail: format!(
+                    "loadtest {ours:.0} req/s, wrk {rate:.0} req/s ({:+.1}%)",
+                    diff * 100.0
+                ),
+            }
+        }
+        _ => failed(format!("wrk failed or got errors: {}", text.trim())),
+    }
 }
 
 /// Items per request of a scenario (for sizing open-loop corpora).
