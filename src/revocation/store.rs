@@ -96,11 +96,11 @@ pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(number) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("log."))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        // `log` alone is the single log of earlier builds: the oldest segment.
+        let Some(number) = name.to_str().and_then(|n| match n {
+            "log" => Some(0),
+            _ => n.strip_prefix("log.")?.parse::<u64>().ok(),
+        }) else {
             continue;
         };
         found.push((number, entry.path()));
@@ -547,6 +547,21 @@ mod tests {
         }
         assert_eq!(reopened.list().len(), adverse);
         assert_eq!(reopened.list().records(), records);
+    }
+
+    #[test]
+    fn the_single_log_of_earlier_builds_is_read_as_the_oldest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let revocations = revocation_dir(dir.path());
+        std::fs::create_dir_all(&revocations).unwrap();
+        let (mut log, _, _) = Log::open(&revocations.join("log")).unwrap();
+        log.append(&super::super::log::encode_record(&[entry(1, 5)]))
+            .unwrap();
+        drop(log);
+        let (store, recovery) = RevocationStore::open(dir.path(), 4096).unwrap();
+        assert_eq!(recovery.entries, 1);
+        let e = entry(1, 5);
+        assert!(store.list().lookup(e.kind, &e.id).is_some());
     }
 
     #[test]
