@@ -223,6 +223,29 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), &'static str> {
     Ok((payload, at + HEADER + len))
 }
 
+/// Does the damage from `at` to the end look like a write that never finished (a torn tail)
+/// rather than damage to acknowledged data? A crash leaves a record cut short, or extents the
+/// file system allocated but never filled (zeros). Our records never end in a zero byte (the
+/// last bytes are an ID), so a complete record with a bad checksum and a non-zero end is
+/// corruption — even as the last record.
+fn looks_torn(bytes: &[u8], at: usize) -> bool {
+    let rest = &bytes[at..];
+    if rest.len() < 8 {
+        return MAGIC.starts_with(&rest[..rest.len().min(4)]) || rest.iter().all(|&b| b == 0);
+    }
+    if rest[..4] != MAGIC {
+        return rest.iter().all(|&b| b == 0);
+    }
+    let len = u32_at(rest, 4).map_or(usize::MAX, |l| l as usize);
+    if len > MAX_PAYLOAD {
+        return false;
+    }
+    match rest.get(HEADER..HEADER + len) {
+        None => true,
+        Some(payload) => payload.last() == Some(&0),
+    }
+}
+
 /// True if any whole, checksummed record starts after `from`.
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     let mut search = from + 1;
@@ -261,7 +284,9 @@ fn scan(bytes: &[u8], path: &Path, torn_allowed: bool) -> Result<Scan, LogError>
                 recovery.records += 1;
                 at = next;
             }
-            Err(reason) if !torn_allowed || valid_record_after(bytes, at) => {
+            Err(reason)
+                if !torn_allowed || valid_record_after(bytes, at) || !looks_torn(bytes, at) =>
+            {
                 return Err(LogError::Corrupt {
                     path: path.display().to_string(),
                     offset: at as u64,
@@ -316,6 +341,15 @@ impl Log {
         file.read_to_end(&mut bytes).map_err(io)?;
         let scan = scan(&bytes, path, true)?;
         if scan.good_len < bytes.len() {
+            // Keep what is cut for the operator, then cut it.
+            let kept = PathBuf::from(format!("{}.torn-{}", path.display(), scan.good_len));
+            std::fs::write(&kept, &bytes[scan.good_len..]).map_err(io)?;
+            tracing::warn!(
+                bytes = bytes.len() - scan.good_len,
+                offset = scan.good_len,
+                kept = %kept.display(),
+                "revocation log ended in a torn write (never acknowledged); cut off"
+            );
             file.set_len(scan.good_len as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
@@ -421,6 +455,43 @@ mod tests {
             }
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), log.len());
+        // What was cut is kept beside the log for the operator.
+        let kept = dir.path().join(format!("log.torn-{}", log.len()));
+        assert_eq!(std::fs::read(kept).unwrap(), third[..third.len() - 3]);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_last_record_is_corruption_but_a_zero_filled_tail_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _, _) = Log::open(&path).unwrap();
+        for i in 0..3 {
+            log.append(&encode_record(&[entry(&format!("id{i}"), i)]))
+                .unwrap();
+        }
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        let last = whole.len() - whole.len() / 3;
+        // A complete last record whose checksum fails: acknowledged data was damaged.
+        let mut flipped = whole.clone();
+        flipped[last + HEADER + 2] ^= 0x10;
+        std::fs::write(&path, &flipped).unwrap();
+        let error = Log::open(&path).unwrap_err().to_string();
+        assert!(error.contains("corrupt at byte"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), flipped, "left untouched");
+        // Extents allocated but never written (zeros) after a crash: a torn write.
+        let mut zeroed = whole.clone();
+        for byte in &mut zeroed[last + HEADER..] {
+            *byte = 0;
+        }
+        std::fs::write(&path, &zeroed).unwrap();
+        let (_, slots, recovery) = Log::open(&path).unwrap();
+        assert_eq!(slots.len(), 2);
+        assert_eq!(recovery.torn_bytes, (whole.len() - last) as u64);
+        let mut tail_of_zeros = whole.clone();
+        tail_of_zeros.extend_from_slice(&[0; 300]);
+        std::fs::write(&path, &tail_of_zeros).unwrap();
+        assert_eq!(Log::open(&path).unwrap().1.len(), 3);
     }
 
     #[test]
