@@ -250,18 +250,28 @@ fn admin_auth(gateway: &Gateway, request: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (before reading, when the client
-/// declares a length).
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::TooLarge(format!("the body is larger than {limit} bytes"))
+}
+
+/// Refuses a body whose declared `Content-Length` is over `limit`, before reading any of it.
+fn refuse_declared_length(request: &Request, limit: usize) -> Result<(), ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
+        return Err(body_too_large(limit));
     }
+    Ok(())
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (before reading, when the client
+/// declares a length).
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || body_too_large(limit);
+    refuse_declared_length(&request, limit)?;
     match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error)
@@ -626,15 +636,8 @@ async fn status(gateway: &Gateway, request: Request) -> Result<Handled, ApiError
 /// memory holds the packed entries, not the text. All or nothing.
 async fn post_revocations(gateway: &Gateway, request: Request) -> Result<Handled, ApiError> {
     let limit = gateway.settings.max_admin_body_bytes;
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
+    let too_large = || body_too_large(limit);
+    refuse_declared_length(&request, limit)?;
     let mut body = request.into_body();
     let mut stream = revocation::import::JsonlStream::default();
     let mut received = 0usize;
