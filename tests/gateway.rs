@@ -18,10 +18,11 @@ use idgate::revocation::unix_now;
 use serde_json::{Value, json};
 
 /// A scheme minting for the wall clock. KB-JWTs get `iat = now - 2`, so the scheme's "now" is
-/// taken two seconds ahead: presentations are then stamped after the gateway's start (its replay
-/// watermark) yet well inside the freshness window.
+/// taken four seconds ahead: presentations are stamped two seconds after the scheme is made, so
+/// after the start of a gateway started within those two seconds (its replay watermark, in whole
+/// seconds), yet inside the clock skew (5 s) and the freshness window.
 fn scheme(seed: u64) -> Scheme {
-    Scheme::at(seed, unix_now() + 2)
+    Scheme::at(seed, unix_now() + 4)
 }
 
 #[test]
