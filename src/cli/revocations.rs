@@ -13,7 +13,7 @@ use crate::revocation::{Kind, Reason, Status};
 pub fn import(file: &Path, data_dir: &Path) -> Result<()> {
     let summary = import_file(file, data_dir)?;
     println!(
-        "imported {} entries from {} in {:.2} s ({:.0} entries/s): {} took effect; the list now holds {} revoked or suspended ({} records with reinstatements); snapshot {} bytes in {}",
+        "imported {} entries from {} in {:.2} s ({:.0} entries/s): {} took effect; the list now holds {} revoked or suspended ({} records, reinstatements included); snapshot {} bytes in {}",
         summary.entries,
         file.display(),
         summary.seconds,
