@@ -35,6 +35,16 @@ fn idgate(args: &[&str]) -> std::process::Output {
     Command::new(idgate_bin()).args(args).output().unwrap()
 }
 
+fn import(file: &Path, data_dir: &Path) -> std::process::Output {
+    idgate(&[
+        "revocations",
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+}
+
 fn stats_json(data_dir: &Path) -> Value {
     let out = idgate(&[
         "revocations",
@@ -67,13 +77,7 @@ fn import_is_all_or_nothing_and_the_gateway_starts_from_it() {
         "{\"kind\":\"subject\",\"id\":\"imp-x\",\"status\":\"revoked\",\"at\":5}\n".into();
     std::fs::write(&file, lines.concat()).unwrap();
 
-    let out = idgate(&[
-        "revocations",
-        "import",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ]);
+    let out = import(&file, &data_dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -89,13 +93,7 @@ fn import_is_all_or_nothing_and_the_gateway_starts_from_it() {
     assert_eq!(stats_json(&data_dir)["records"], 0);
 
     std::fs::write(&file, &good).unwrap();
-    let out = idgate(&[
-        "revocations",
-        "import",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ]);
+    let out = import(&file, &data_dir);
     assert!(
         out.status.success(),
         "{}",
@@ -125,13 +123,7 @@ fn import_is_all_or_nothing_and_the_gateway_starts_from_it() {
     );
     assert_eq!(results[1]["reason"], "deceased");
     assert_eq!(gateway.metric("idgate_revocation_entries"), count as f64);
-    let out = idgate(&[
-        "revocations",
-        "import",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ]);
+    let out = import(&file, &data_dir);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("in use"),

@@ -230,8 +230,13 @@ struct Target {
     spawned: Option<spawn::Spawned>,
 }
 
-fn verify_body(items: &[String]) -> Bytes {
-    Bytes::from(json!({ "presentations": items }).to_string())
+/// A `/v1/verify` request carrying `items`.
+fn verify_request(items: &[String]) -> Request {
+    Request {
+        path: "/v1/verify",
+        body: Bytes::from(json!({ "presentations": items }).to_string()),
+        items: items.len() as u32,
+    }
 }
 
 /// Requests (and what must be set up for them) for about `items` items.
@@ -251,15 +256,7 @@ fn build(
     match scenario {
         Scenario::Verify(n) => {
             let corpus = corpus::presentations(issuers, items.max(n), mix, seed, now);
-            let requests = corpus
-                .items
-                .chunks(n)
-                .map(|chunk| Request {
-                    path: "/v1/verify",
-                    body: verify_body(chunk),
-                    items: chunk.len() as u32,
-                })
-                .collect();
+            let requests = corpus.items.chunks(n).map(verify_request).collect();
             Built {
                 requests,
                 revocations: corpus.revocations,
@@ -287,11 +284,7 @@ fn build(
                     let mut chunk = chunk.to_vec();
                     let middle = chunk.len() / 2;
                     chunk[middle] = bad.clone();
-                    Request {
-                        path: "/v1/verify",
-                        body: verify_body(&chunk),
-                        items: chunk.len() as u32,
-                    }
+                    verify_request(&chunk)
                 })
                 .collect();
             Built {
@@ -303,11 +296,7 @@ fn build(
             // One presentation shown over and over: the replay check's own cost.
             let corpus = corpus::presentations(issuers, 1, &Mix::default(), seed, now);
             Built {
-                requests: vec![Request {
-                    path: "/v1/verify",
-                    body: verify_body(&corpus.items),
-                    items: 1,
-                }],
+                requests: vec![verify_request(&corpus.items)],
                 revocations: Vec::new(),
             }
         }

@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::log::{LogError, RecordBuilder, sync_dir};
-use super::store::{load, lock_dir, revocation_dir, segments};
+use super::log::{LogError, RecordBuilder};
+use super::store::{load, lock_dir, remove_covered, revocation_dir};
 use super::table::Slot;
 use super::{Entry, LoadError, snapshot};
 
 /// Parses one line (already without its newline); `None` for a blank line.
-fn parse_line(line: &[u8]) -> Option<Result<Entry, super::EntryError>> {
+pub(super) fn parse_line(line: &[u8]) -> Option<Result<Entry, super::EntryError>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return None;
@@ -226,16 +226,9 @@ pub fn import_file(file: &Path, data_dir: &Path) -> Result<ImportSummary, Import
     let capture = list.table().capture();
     let written =
         snapshot::write(&dir, &capture, next, list.last_update()).map_err(ImportError::Write)?;
-    // The snapshot is durable: the segments it covers can go.
-    for (number, path) in segments(&dir).map_err(|e| LogError::Io {
-        path: dir.display().to_string(),
-        source: e,
-    })? {
-        if number < next {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    let _ = sync_dir(&dir);
+    // The snapshot is durable: the segments it covers can go. Best effort: the next start
+    // removes any that are left, since the snapshot says it covers them.
+    let _ = remove_covered(&dir, next);
     Ok(ImportSummary {
         entries: slots.len(),
         applied,

@@ -6,11 +6,15 @@
 //! - For each (kind, id) the entry with the newest `at` wins (on a tie, the later-applied one);
 //!   `active` reinstates, and is kept as a tombstone so an older adverse entry arriving late
 //!   cannot resurrect a revocation.
-//! - IDs are kept as 128-bit digests of (kind, id), never as text: the list holds national ID
+//! - IDs are kept as 120-bit digests of (kind, id), never as text: the list holds national ID
 //!   numbers, and a digest is all a lookup needs.
 //!
-//! **Invariant:** reads never wait for a long write; each update takes one shard's lock for one
-//! insert.
+//! The packed table is in [`table`], the durable side (log segments, snapshots, the writer
+//! thread) in [`log`], [`snapshot`] and [`store`], bulk parsing in [`import`].
+//!
+//! **Invariant:** reads never wait for a long write: a lookup holds one shard's read lock, and
+//! writers hold a shard's write lock only for a few hundred inserts or to swap in an array built
+//! outside it.
 
 pub mod entry;
 pub mod import;
@@ -200,18 +204,16 @@ impl RevocationSource for RevocationList {
 
 /// Parses JSON Lines; the first bad line is reported by number and nothing is returned.
 pub fn parse_jsonl(text: &[u8]) -> Result<Vec<Entry>, LoadError> {
-    let mut entries = Vec::new();
-    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        entries.push(Entry::parse(line).map_err(|error| LoadError::Entry {
-            line: index + 1,
-            error,
-        })?);
-    }
-    Ok(entries)
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(index, line)| Some((index, import::parse_line(line)?)))
+        .map(|(index, parsed)| {
+            parsed.map_err(|error| LoadError::Entry {
+                line: index + 1,
+                error,
+            })
+        })
+        .collect()
 }
 
 /// The wall clock in Unix seconds.

@@ -146,8 +146,6 @@ pub struct Loaded {
     pub recovery: Recovery,
     pub snapshot_bytes: u64,
     pub log_bytes: u64,
-    /// Segments below this number are folded into the snapshot.
-    pub snapshot_segment: u64,
 }
 
 /// Loads the snapshot and the log segments after it. `writable`: also cut a torn tail, remove
@@ -170,11 +168,8 @@ pub fn load(dir: &Path, writable: bool) -> Result<Loaded, LogError> {
     let (covered, live): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|(number, _)| *number < snapshot_segment);
-    if writable && !covered.is_empty() {
-        for (_, path) in &covered {
-            std::fs::remove_file(path).map_err(io_error(path))?;
-        }
-        sync_dir(dir).map_err(io_error(dir))?;
+    if writable {
+        remove_segments(dir, &covered).map_err(io_error(dir))?;
     }
     let mut recovery = Recovery::default();
     let mut log_bytes = 0;
@@ -219,7 +214,6 @@ pub fn load(dir: &Path, writable: bool) -> Result<Loaded, LogError> {
         recovery,
         snapshot_bytes,
         log_bytes,
-        snapshot_segment,
     })
 }
 
@@ -420,7 +414,14 @@ impl Writer {
             .spawn(move || {
                 let started = Instant::now();
                 let result = snapshot::write(&dir, &capture, next, last_update)
-                    .and_then(|written| remove_covered(&dir, next, &stats).map(|()| written));
+                    .and_then(|written| {
+                        let removed = remove_covered(&dir, next)?;
+                        stats.log_bytes.fetch_sub(
+                            removed.min(stats.log_bytes.load(Ordering::Relaxed)),
+                            Ordering::Relaxed,
+                        );
+                        Ok(written)
+                    });
                 drop(capture);
                 match result {
                     Ok(written) => {
@@ -460,21 +461,27 @@ impl Writer {
     }
 }
 
-/// Deletes the segments a durable snapshot now covers.
-fn remove_covered(dir: &Path, next: u64, stats: &StoreStats) -> std::io::Result<()> {
+/// Deletes the log segments numbered below `next` (a durable snapshot covers them) and makes
+/// that durable; returns the bytes they held.
+pub fn remove_covered(dir: &Path, next: u64) -> std::io::Result<u64> {
+    let covered: Vec<_> = segments(dir)?
+        .into_iter()
+        .filter(|(number, _)| *number < next)
+        .collect();
+    remove_segments(dir, &covered)
+}
+
+fn remove_segments(dir: &Path, covered: &[(u64, PathBuf)]) -> std::io::Result<u64> {
+    if covered.is_empty() {
+        return Ok(0);
+    }
     let mut removed = 0u64;
-    for (number, path) in segments(dir)? {
-        if number < next {
-            removed += std::fs::metadata(&path)?.len();
-            std::fs::remove_file(&path)?;
-        }
+    for (_, path) in covered {
+        removed += std::fs::metadata(path)?.len();
+        std::fs::remove_file(path)?;
     }
     sync_dir(dir)?;
-    stats.log_bytes.fetch_sub(
-        removed.min(stats.log_bytes.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]

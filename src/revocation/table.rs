@@ -221,6 +221,13 @@ impl Shard {
             .or_else(|| self.base.get(key).copied())
     }
 
+    fn capture(&self) -> ShardCapture {
+        ShardCapture {
+            base: Arc::clone(&self.base),
+            overlay: self.overlay.values().copied().collect(),
+        }
+    }
+
     fn overlay_limit(&self) -> usize {
         (self.base.slots.len() / 8).max(OVERLAY_MIN)
     }
@@ -256,10 +263,6 @@ impl ShardCapture {
         let mut overlay = self.overlay.clone();
         overlay.sort_unstable_by_key(Slot::key);
         merge_replacing(&self.base.slots, &overlay)
-    }
-
-    pub fn len_hint(&self) -> usize {
-        self.base.slots.len() + self.overlay.len()
     }
 }
 
@@ -481,13 +484,7 @@ impl Table {
     /// then swaps it in.
     fn merge_shard(&self, index: usize, updates: &[Slot]) -> usize {
         let lock = &self.shards[index];
-        let capture = {
-            let shard = lock.read();
-            ShardCapture {
-                base: Arc::clone(&shard.base),
-                overlay: shard.overlay.values().copied().collect(),
-            }
-        };
+        let capture = lock.read().capture();
         let current = capture.sorted();
         let (merged, applied) = apply_sorted(&current, updates);
         let before_total = current.len();
@@ -519,13 +516,7 @@ impl Table {
         let _writer = self.writer.lock();
         self.shards
             .iter()
-            .map(|lock| {
-                let shard = lock.read();
-                ShardCapture {
-                    base: Arc::clone(&shard.base),
-                    overlay: shard.overlay.values().copied().collect(),
-                }
-            })
+            .map(|lock| lock.read().capture())
             .collect()
     }
 }
