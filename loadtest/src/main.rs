@@ -17,6 +17,7 @@ mod http;
 mod load;
 mod report;
 mod spawn;
+mod wrk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -109,10 +110,17 @@ struct Args {
     /// A few seconds of a few scenarios (CI).
     #[arg(long)]
     smoke: bool,
-    /// After the closed-loop maximum of stateless scenarios (signatures:N, status:N), run `wrk`
-    /// with the same request and connections and check that the two agree within 10%.
+    /// After the closed-loop maximum of stateless scenarios (signatures:N, status:N) and of
+    /// verify:N, run `wrk` with the same requests and connections and check that the two agree
+    /// within 10% (verify:N: fresh presentations, each sent once; /metrics must count every
+    /// one of them valid).
     #[arg(long)]
     wrk: bool,
+    /// With --wrk: also run wrk with the same verify:N requests against the comparison service
+    /// in DIR (`compare/node`: Node fastify + jose, SPEC §11; `npm ci` there first) and print
+    /// both figures side by side.
+    #[arg(long, value_name = "DIR", requires = "wrk")]
+    compare_node: Option<PathBuf>,
     /// With --spawn: start the gateway on a revocation list of this many subject entries
     /// (written as a snapshot first); reports the start-up time to ready and the gateway's
     /// resident memory per entry.
@@ -975,11 +983,41 @@ fn run(mut args: Args) -> Result<ExitCode> {
                 {
                     checks.push(wrk_compare(
                         &target,
-                        first,
+                        std::slice::from_ref(&first.body),
+                        first.path,
                         connections,
                         args.duration,
                         run.requests_per_s,
                         &name,
+                    ));
+                }
+                if args.wrk && matches!(scenario, Scenario::Verify(_)) {
+                    // Fresh presentations for wrk (a presentation is accepted once): enough
+                    // for wrk running at up to 2.5x our rate.
+                    let count = ((run.requests_per_s * args.duration as f64 * 2.5) as usize)
+                        .clamp(1000, 3_000_000)
+                        * scenario_items(scenario);
+                    let fresh = build(
+                        scenario,
+                        count,
+                        &issuers,
+                        &Mix::default(),
+                        seed ^ 0x77_72_6b,
+                        unix_now(),
+                    );
+                    let bodies: Vec<Bytes> =
+                        fresh.requests.iter().map(|r| r.body.clone()).collect();
+                    checks.extend(wrk_verify(
+                        &target,
+                        &bodies,
+                        connections,
+                        args.duration,
+                        run.requests_per_s,
+                        scenario_items(scenario),
+                        &name,
+                        args.compare_node
+                            .as_deref()
+                            .map(|dir| (dir, issuers.jwks())),
                     ));
                 }
             }
@@ -1078,74 +1116,186 @@ fn run(mut args: Args) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// Runs `wrk` on one request of the scenario (closed loop, same connections) and compares its
+/// Runs `wrk` on the scenario's request (closed loop, same connections) and compares its
 /// requests/s with the generator's.
 fn wrk_compare(
     target: &Target,
-    request: &Request,
+    bodies: &[Bytes],
+    path: &str,
     connections: usize,
     seconds: u64,
     ours: f64,
     name: &str,
 ) -> Check {
     let check_name = format!("wrk agrees within 10% ({name}, closed loop)");
-    let failed = |detail: String| Check {
-        name: check_name.clone(),
-        passed: false,
-        detail,
-    };
-    let Ok(dir) = tempfile::tempdir() else {
-        return failed("no temporary directory".into());
-    };
-    let body = dir.path().join("body");
-    let script = dir.path().join("post.lua");
-    let lua = r#"local f = io.open(os.getenv("IDGATE_WRK_BODY"), "rb")
-local body = f:read("*a")
-f:close()
-wrk.method = "POST"
-wrk.body = body
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("IDGATE_WRK_TOKEN")
-"#;
-    if std::fs::write(&body, &request.body).is_err() || std::fs::write(&script, lua).is_err() {
-        return failed("cannot write the wrk script".into());
-    }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let output = std::process::Command::new("wrk")
-        .args([
-            &format!("-t{threads}"),
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "-s",
-        ])
-        .arg(&script)
-        .arg(format!("http://{}{}", target.public, request.path))
-        .env("IDGATE_WRK_BODY", &body)
-        .env("IDGATE_WRK_TOKEN", &target.api_key)
-        .output();
-    let Ok(output) = output else {
-        return failed("wrk is not installed (apt-get install wrk)".into());
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    let rate = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse::<f64>().ok());
-    let non_2xx = text.lines().any(|l| l.contains("Non-2xx"));
-    match rate {
-        Some(rate) if !non_2xx => {
-            let diff = ours / rate - 1.0;
+    let result = wrk::Workload::new(bodies).and_then(|workload| {
+        workload.run(
+            &format!("http://{}{path}", target.public),
+            &target.api_key,
+            connections,
+            seconds,
+        )
+    });
+    match result {
+        Ok(run) if run.non_2xx == 0 && run.socket_errors == 0 => {
+            let diff = ours / run.requests_per_s - 1.0;
             Check {
                 name: check_name,
                 passed: diff.abs() <= 0.10,
                 detail: format!(
-                    "loadtest {ours:.0} req/s, wrk {rate:.0} req/s ({:+.1}%)",
+                    "loadtest {ours:.0} req/s, wrk {:.0} req/s ({:+.1}%)",
+                    run.requests_per_s,
                     diff * 100.0
                 ),
             }
         }
-        _ => failed(format!("wrk failed or got errors: {}", text.trim())),
+        Ok(run) => Check {
+            name: check_name,
+            passed: false,
+            detail: format!(
+                "wrk got {} non-2xx answers and {} socket errors",
+                run.non_2xx, run.socket_errors
+            ),
+        },
+        Err(detail) => Check {
+            name: check_name,
+            passed: false,
+            detail,
+        },
     }
+}
+
+/// verify:N under wrk: fresh presentations, each sent once; the gateway's /metrics must count
+/// every presentation wrk sent as `valid`. Optionally the same requests against the Node
+/// comparison service, side by side (signatures/s = 2 per presentation on both).
+#[allow(clippy::too_many_arguments)] // one call site; the values are the phase's own
+fn wrk_verify(
+    target: &Target,
+    bodies: &[Bytes],
+    connections: usize,
+    seconds: u64,
+    ours: f64,
+    items_per_request: usize,
+    name: &str,
+    compare_node: Option<(&std::path::Path, serde_json::Value)>,
+) -> Vec<Check> {
+    let check_name = format!("wrk agrees within 10% ({name}, closed loop, fresh presentations)");
+    let failed = |name: String, detail: String| Check {
+        name,
+        passed: false,
+        detail,
+    };
+    let workload = match wrk::Workload::new(bodies) {
+        Ok(workload) => workload,
+        Err(detail) => return vec![failed(check_name, detail)],
+    };
+    let valid = |metrics: &BTreeMap<String, f64>| -> f64 {
+        metrics
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("idgate_verifications_total{") && k.contains("outcome=\"valid\"")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = target.operator.and_then(scrape);
+    let url = format!("http://{}/v1/verify", target.public);
+    let run = match workload.run(&url, &target.api_key, connections, seconds) {
+        Ok(run) => run,
+        Err(detail) => return vec![failed(check_name, detail)],
+    };
+    let after = target.operator.and_then(scrape);
+    let sent = run.requests as f64 * items_per_request as f64;
+    let counted = match (&before, &after) {
+        (Some(before), Some(after)) => Some(valid(after) - valid(before)),
+        _ => None,
+    };
+    let diff = ours / run.requests_per_s - 1.0;
+    let idgate_signatures = run.requests_per_s * items_per_request as f64 * 2.0;
+    eprintln!(
+        "{name}: wrk -c{connections}: {:.0} req/s = {idgate_signatures:.0} signatures/s (valid per /metrics: {})",
+        run.requests_per_s,
+        counted.map_or("-".into(), |c| format!("{c:.0} of {sent:.0}"))
+    );
+    let mut problems = Vec::new();
+    if run.non_2xx > 0 || run.socket_errors > 0 {
+        problems.push(format!(
+            "{} non-2xx, {} socket errors",
+            run.non_2xx, run.socket_errors
+        ));
+    }
+    if run.wrapped > 0 {
+        problems.push(format!("wrk ran out of fresh bodies {} times", run.wrapped));
+    }
+    // wrk counts only completed requests; a request cut off at the end may still be verified.
+    match counted {
+        Some(counted)
+            if counted < sent || counted > sent + (connections * items_per_request) as f64 =>
+        {
+            problems.push(format!(
+                "/metrics counted {counted:.0} valid of {sent:.0} sent"
+            ));
+        }
+        Some(_) => {}
+        None => problems.push("no /metrics to count valid verdicts".into()),
+    }
+    let mut checks = vec![
+        Check {
+            name: format!("wrk: every presentation sent was verified valid ({name})"),
+            passed: problems.is_empty(),
+            detail: if problems.is_empty() {
+                format!(
+                    "{sent:.0} sent, {} counted valid by /metrics",
+                    counted.map_or("-".into(), |c| format!("{c:.0}"))
+                )
+            } else {
+                problems.join("; ")
+            },
+        },
+        Check {
+            name: check_name,
+            passed: diff.abs() <= 0.10,
+            detail: format!(
+                "loadtest {ours:.0} req/s, wrk {:.0} req/s ({:+.1}%) = {idgate_signatures:.0} signatures/s",
+                run.requests_per_s,
+                diff * 100.0
+            ),
+        },
+    ];
+    if let Some((dir, jwks)) = compare_node {
+        let check_name = format!("node fastify+jose, same requests under wrk ({name})");
+        let result = wrk::NodeService::start(dir, &jwks, &target.api_key).and_then(|service| {
+            workload.run(
+                &format!("http://{}/v1/verify", service.addr),
+                &target.api_key,
+                connections,
+                seconds,
+            )
+        });
+        checks.push(match result {
+            Ok(node) => {
+                let node_signatures = node.requests_per_s * items_per_request as f64 * 2.0;
+                eprintln!(
+                    "{name}: node fastify+jose under the same wrk run: {:.0} req/s = {node_signatures:.0} signatures/s; idgate / node = {:.2}x",
+                    node.requests_per_s,
+                    idgate_signatures / node_signatures
+                );
+                Check {
+                    name: check_name,
+                    passed: node.non_2xx == 0 && node.socket_errors == 0 && node.wrapped == 0,
+                    detail: format!(
+                        "idgate {idgate_signatures:.0} signatures/s, node {node_signatures:.0} signatures/s: idgate / node = {:.2}x ({} non-2xx, {} socket errors, {} wraps)",
+                        idgate_signatures / node_signatures,
+                        node.non_2xx,
+                        node.socket_errors,
+                        node.wrapped
+                    ),
+                }
+            }
+            Err(detail) => failed(check_name, detail),
+        });
+    }
+    checks
 }
 
 /// Items per request of a scenario (for sizing open-loop corpora).

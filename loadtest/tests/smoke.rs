@@ -91,3 +91,54 @@ fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
     assert!(page.contains("<svg") && page.contains("verify:64"));
     assert!(stdout.contains("verify:64") && stdout.contains("status:1000"));
 }
+
+/// `--wrk` on verify:N and the Node comparison service (compare/node, `npm ci` there first;
+/// `.ci/run` installs wrk and the service's packages): every presentation wrk sent is verified
+/// `valid` per the gateway's /metrics, nothing wraps around into replays, and the comparison
+/// service answers every request with all signatures valid.
+#[test]
+fn wrk_and_the_node_comparison_run_on_fresh_presentations() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let compare = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compare/node");
+    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--spawn",
+            "--smoke",
+            "--scenario",
+            "verify:1",
+            "--no-latency-phases",
+            "--no-ceiling",
+            "--wrk",
+            "--compare-node",
+            compare.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--html",
+            dir.path().join("report.html").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap())
+        .unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
+    let checks = report["checks"].as_array().unwrap();
+    let check = |prefix: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no check {prefix}: {}", report["checks"]))
+    };
+    let verified = check("wrk: every presentation sent was verified valid");
+    assert_eq!(verified["passed"], true, "{verified}");
+    // The rate comparison is a measurement (it may miss on a busy machine); it must exist.
+    assert!(
+        check("wrk agrees within 10%")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signatures/s")
+    );
+    let node = check("node fastify+jose");
+    assert_eq!(node["passed"], true, "{node}\n{stderr}");
+    assert!(node["detail"].as_str().unwrap().contains("idgate / node"));
+}
