@@ -13,6 +13,7 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 step "build"
 cargo build --release --workspace
+(cd compare/node && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --release --features system-alloc --target-dir target/system-alloc --bin idgate
 
 step "engine ratios (issue 2): engine vs raw, 2 vs 1 thread, parse share, warm vs cold"
@@ -45,8 +46,8 @@ if [ "${1:-}" != quick ]; then
   cargo bench --bench revocations -- --entries 40000000 2>&1 | tee "$out/revocations-40m.txt"
 fi
 
-step "HTTP suite (issues 3, 5): every scenario, ceiling beside it, wrk cross-check"
-./target/release/loadtest --spawn --wrk --json "$out/suite.json" --html "$out/suite.html" \
+step "HTTP suite (issues 3, 5): every scenario, ceiling beside it, wrk cross-check, Node comparison"
+./target/release/loadtest --spawn --wrk --compare-node compare/node --json "$out/suite.json" --html "$out/suite.html" \
   2>&1 | tee "$out/suite.txt"
 
 step "stall test (issue 5): a 1 s SIGSTOP in an open-loop run"

@@ -307,3 +307,56 @@ fn a_file_of_100000_presentations_verifies_on_every_core() {
     );
     assert!(Path::new(&files.path("presentations.txt")).exists());
 }
+
+/// Blocks of input are verified several at a time; replays are still decided in input order
+/// across blocks (the first showing is `valid`, every later copy `replayed`, wherever the copies
+/// fall), and every answer lands on its own line.
+#[test]
+fn replays_are_decided_in_input_order_across_blocks() {
+    let scheme = Scheme::new(26);
+    let files = Files::new(&scheme);
+    let presentations = mint_fresh(&scheme.issuer, 6_000);
+    // (line, what it is): originals in order, copies of earlier lines placed in later blocks
+    // (blocks are 2,048 lines), and a line that is no presentation.
+    let mut lines: Vec<String> = Vec::new();
+    let mut expected: Vec<(&str, Option<usize>)> = Vec::new();
+    for (i, presentation) in presentations.iter().enumerate() {
+        lines.push(presentation.clone());
+        expected.push(("valid", Some(i)));
+        if i == 2_100 {
+            lines.push(presentations[100].clone());
+            expected.push(("replayed", Some(100)));
+        }
+        if i == 4_500 {
+            lines.push("not a presentation".into());
+            expected.push(("malformed", None));
+            lines.push(presentations[2_050].clone());
+            expected.push(("replayed", Some(2_050)));
+        }
+    }
+    lines.push(presentations[10].clone());
+    expected.push(("replayed", Some(10)));
+    let path = files.path("presentations.txt");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut args = verify_args(&files, &["--threads", "2"]);
+    args.push(path);
+    let output = Command::new(idgate_bin()).args(&args).output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), expected.len());
+    for (line, (result, (outcome, original))) in results.iter().zip(&expected).enumerate() {
+        assert_eq!(result["outcome"], *outcome, "line {}", line + 1);
+        if let (Some(i), "valid") = (original, *outcome) {
+            assert_eq!(
+                result["sub"],
+                format!("{:010}", 1_000_000_000 + i),
+                "line {}",
+                line + 1
+            );
+        }
+    }
+}

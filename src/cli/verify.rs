@@ -2,8 +2,10 @@
 //! same engine and rule as the gateway.
 //!
 //! Three stages overlap: a reader thread cuts the input into blocks of lines, the engine verifies
-//! one block on every core, and a writer thread serialises the previous block's verdicts. The
-//! channels between them hold two blocks at most, so memory stays flat however long the input.
+//! blocks on every core — the next block's chunks start while the last ones of the previous block
+//! finish, so no core waits at a block boundary — and a writer thread resolves replays and
+//! serialises verdicts in input order. At most a few blocks are in flight (bounded channels), so
+//! memory stays flat however long the input.
 //!
 //! Within one run, a second presentation with the same replay key is `replayed` (a memory replay
 //! store spans the whole run, without a start-up watermark since "now" may be `--at`).
@@ -118,50 +120,74 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead + Send>> {
     })
 }
 
-/// Runs reader → `work` → writer with bounded channels. `work` turns a block of lines into
-/// results; `render` (on the writer thread, overlapping the next block's work) writes them.
-fn pipeline<T: Send + 'static>(
+/// Blocks being verified or waiting to be written at once, beyond the one the writer awaits.
+const BLOCKS_AHEAD: usize = 2;
+
+/// Runs reader → `work` → writer. `work` turns a block of lines into results on the engine's
+/// pool, several blocks at once, so the pool starts on the next block while the last chunks of
+/// the previous one finish and while the writer renders it; `render` (on the writer thread)
+/// takes the results strictly in input order. Every channel is bounded: a few blocks at most
+/// are in memory however long the input. Returns the number of lines read.
+fn pipeline<T: Send>(
+    engine: &Engine,
     input: Box<dyn BufRead + Send>,
     max_line_bytes: usize,
-    mut work: impl FnMut(Vec<Line>) -> T,
-    render: impl Fn(T, &mut Vec<u8>) + Send + 'static,
-) -> Result<()> {
+    work: impl Fn(Vec<Line>) -> T + Sync,
+    mut render: impl FnMut(T, &mut Vec<u8>) + Send,
+) -> Result<u64> {
     let (line_tx, line_rx): (SyncSender<Vec<Line>>, Receiver<Vec<Line>>) = sync_channel(1);
-    let (out_tx, out_rx): (SyncSender<T>, Receiver<T>) = sync_channel(1);
-    let reader = thread::spawn(move || -> io::Result<()> {
-        let mut input = input;
-        loop {
-            let block = read_block(&mut input, BLOCK_LINES, max_line_bytes)?;
-            if block.is_empty() || line_tx.send(block).is_err() {
-                return Ok(());
+    // One receiver per block, in input order.
+    let (order_tx, order_rx): (SyncSender<Receiver<T>>, Receiver<Receiver<T>>) =
+        sync_channel(BLOCKS_AHEAD);
+    thread::scope(|threads| {
+        let reader = threads.spawn(move || -> io::Result<()> {
+            let mut input = input;
+            loop {
+                let block = read_block(&mut input, BLOCK_LINES, max_line_bytes)?;
+                if block.is_empty() || line_tx.send(block).is_err() {
+                    return Ok(());
+                }
             }
-        }
-    });
-    let writer = thread::spawn(move || -> io::Result<()> {
-        let mut stdout = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        let mut buffer = Vec::new();
-        for results in out_rx {
-            buffer.clear();
-            render(results, &mut buffer);
-            stdout.write_all(&buffer)?;
-        }
-        stdout.flush()
-    });
-    for block in line_rx {
-        if out_tx.send(work(block)).is_err() {
-            break;
-        }
-    }
-    drop(out_tx);
-    let read = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-    let written = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
-    read.context("reading input")?;
-    written.context("writing output")?;
-    Ok(())
+        });
+        let writer = threads.spawn(move || -> io::Result<()> {
+            let mut stdout = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let mut buffer = Vec::new();
+            for block in order_rx {
+                let results = block
+                    .recv()
+                    .map_err(|_| io::Error::other("a verification task failed"))?;
+                buffer.clear();
+                render(results, &mut buffer);
+                stdout.write_all(&buffer)?;
+            }
+            stdout.flush()
+        });
+        let mut lines = 0u64;
+        let work = &work;
+        engine.in_place_scope(|scope| {
+            for block in line_rx {
+                lines += block.len() as u64;
+                let (done_tx, done_rx) = sync_channel(1);
+                // Blocks here while BLOCKS_AHEAD blocks wait for the writer; fails if it quit.
+                if order_tx.send(done_rx).is_err() {
+                    break;
+                }
+                scope.spawn(move |_| {
+                    let _ = done_tx.send(work(block));
+                });
+            }
+        });
+        drop(order_tx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+        read.context("reading input")?;
+        written.context("writing output")?;
+        Ok(lines)
+    })
 }
 
 /// A line may hold the presentation as is, or as a JSON string.
@@ -220,35 +246,31 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
     // Allow JSON-string quoting and a CR on top of the presentation limit before calling a
     // line too long; the parser applies the exact limit.
     let max_line = limits.max_presentation_bytes * 2 + 16;
-    let mut items = 0u64;
-    pipeline(
+    let items = pipeline(
+        verifier.engine(),
         input,
         max_line,
         |block| {
-            items += block.len() as u64;
             let texts: Vec<Result<std::borrow::Cow<'_, str>, Rejection>> =
                 block.iter().map(presentation_text).collect();
             let presentations: Vec<&str> =
                 texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
             let now = args.at.unwrap_or_else(unix_now);
             let batch = Batch::new(&presentations, now, &policy, args.claims);
-            let verdicts = verifier.verify(&batch, state);
+            let unresolved = verifier.verify_before_replay(&batch, state);
             // A line that never became a presentation keeps its own reason.
-            texts
-                .iter()
-                .zip(verdicts)
-                .map(|(text, verdict)| {
-                    if let Err(rejection) = text {
-                        Verdict::rejected(*rejection)
-                    } else {
-                        verdict
-                    }
-                })
-                .collect::<Vec<_>>()
+            let line_rejections: Vec<Option<Rejection>> =
+                texts.iter().map(|t| t.as_ref().err().copied()).collect();
+            (line_rejections, unresolved)
         },
-        |verdicts, out| {
-            for verdict in &verdicts {
-                write_json_line(out, verdict);
+        |(line_rejections, unresolved), out| {
+            // The replay check, in input order across blocks.
+            let verdicts = unresolved.resolve(state.replay);
+            for (rejection, verdict) in line_rejections.into_iter().zip(verdicts) {
+                match rejection {
+                    Some(rejection) => write_json_line(out, &Verdict::rejected(rejection)),
+                    None => write_json_line(out, &verdict),
+                }
             }
         },
     )?;
@@ -310,12 +332,11 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let verifier = Verifier::new(engine(args.threads)?, Limits::default());
     let input = open_input(args.input.as_deref())?;
-    let mut items = 0u64;
-    pipeline(
+    let items = pipeline(
+        verifier.engine(),
         input,
         1 << 20,
         |block| {
-            items += block.len() as u64;
             let inputs: Vec<Option<SignatureInput>> = block.iter().map(signature_input).collect();
             let usable: Vec<SignatureInput> = inputs
                 .iter()

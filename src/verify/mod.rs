@@ -263,6 +263,29 @@ pub struct Verifier {
     limits: Limits,
 }
 
+/// A batch's items after checks 1–13, before the replay check (see
+/// [`Verifier::verify_before_replay`]).
+pub struct Unresolved {
+    pending: Vec<Pending>,
+    now: i64,
+}
+
+impl Unresolved {
+    /// Check 14: records the nonces of the items that passed everything else, in item order;
+    /// one verdict per item.
+    pub fn resolve(self, replay: &dyn ReplayGuard) -> Vec<Verdict> {
+        resolve_replays(self.pending, self.now, replay)
+    }
+}
+
+impl std::fmt::Debug for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unresolved")
+            .field("items", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// An item between checks 13 and 14.
 enum Pending {
     Done(Verdict),
@@ -303,6 +326,19 @@ impl Verifier {
         batch: &Batch<'_, S>,
         state: State<'_>,
     ) -> Vec<Verdict> {
+        self.verify_before_replay(batch, state)
+            .resolve(state.replay)
+    }
+
+    /// Checks 1–13 of every item on the pool; check 14 (replay) is left to
+    /// [`Unresolved::resolve`], which must then run once, in input order relative to other
+    /// batches sharing the replay store. Lets a caller verify the next batch on the pool while
+    /// it resolves and writes the previous one (the offline verifier does).
+    pub fn verify_before_replay<S: AsRef<str> + Sync>(
+        &self,
+        batch: &Batch<'_, S>,
+        state: State<'_>,
+    ) -> Unresolved {
         let chunk = self.engine.chunk_len(batch.presentations.len(), 2);
         let pending: Vec<Pending> = self.engine.install(|| {
             batch
@@ -314,7 +350,10 @@ impl Verifier {
                 })
                 .collect()
         });
-        resolve_replays(pending, batch.now, state.replay)
+        Unresolved {
+            pending,
+            now: batch.now,
+        }
     }
 
     /// Checks 1–13 for one chunk, with its signatures verified as one batch.
