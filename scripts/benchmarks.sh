@@ -47,8 +47,9 @@ if [ "${1:-}" != quick ]; then
 fi
 
 step "HTTP suite (issues 3, 5): every scenario, ceiling beside it, wrk cross-check, Node comparison"
+# A failed check is a finding to report, not a reason to skip the remaining steps.
 ./target/release/loadtest --spawn --wrk --compare-node compare/node --json "$out/suite.json" --html "$out/suite.html" \
-  2>&1 | tee "$out/suite.txt"
+  2>&1 | tee "$out/suite.txt" || echo "(some checks failed: see $out/suite.txt)"
 
 step "stall test (issue 5): a 1 s SIGSTOP in an open-loop run"
 ./target/release/loadtest --spawn --scenario status:1000 --rate 200 --stall-ms 1000 \

@@ -70,7 +70,23 @@ function done(summary, latency, requests)
 end
 "#;
 
-/// Bodies and script for wrk, in a temporary directory that lives as long as this value.
+/// One body for every request: wrk's static request (no Lua call per request), as stateless
+/// scenarios need.
+const STATIC_SCRIPT: &str = r#"-- Written by loadtest: one body for every request.
+local file = io.open(os.getenv("IDGATE_WRK_BODIES"), "rb")
+local body = file:read("*l")
+file:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("IDGATE_WRK_TOKEN")
+function done(summary, latency, requests)
+  io.write("wrapped: 0\n")
+end
+"#;
+
+/// Bodies and script for wrk, in a temporary directory that lives as long as this value. A
+/// single body is sent as wrk's static request; several go through a per-request Lua call.
 pub struct Workload {
     dir: tempfile::TempDir,
 }
@@ -90,7 +106,12 @@ impl Workload {
                 file.write_all(b"\n")?;
             }
             file.flush()?;
-            std::fs::write(dir.path().join("post.lua"), SCRIPT)
+            let script = if bodies.len() == 1 {
+                STATIC_SCRIPT
+            } else {
+                SCRIPT
+            };
+            std::fs::write(dir.path().join("post.lua"), script)
         };
         write().map_err(|e| format!("cannot write the wrk workload: {e}"))?;
         Ok(Workload { dir })

@@ -18,8 +18,9 @@ use super::signature::{SignatureError, SignatureJob};
 
 /// How many signatures go into one batch at most. Larger batches amortise the multiscalar
 /// multiplication better (Pippenger widens its window with size): measured per signature, 1,024
-/// costs 15% less than 256 and about as little as 2,048 or 4,096 (`raw_batch_size` in
-/// `benches/engine.rs`, BENCHMARKS.md). A batch never takes more than its share of a request,
+/// costs 13–15% less than 256, and 2,048 or 4,096 only 4–7% less again while a failed batch
+/// costs twice as much to fall back from (`raw_batch_size` in `benches/engine.rs`,
+/// BENCHMARKS.md). A batch never takes more than its share of a request,
 /// so small requests still spread over every core.
 pub const DEFAULT_MAX_BATCH_SIGNATURES: usize = 1024;
 
