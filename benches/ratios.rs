@@ -222,21 +222,25 @@ fn main() {
     let per_chunk = engine_all.chunk_len(BATCH, 2) * 2;
     let large_chunk = engine_all.chunk_len(SCALING_BATCH, 2) * 2;
 
+    // The raw primitive in batches of `chunk` signatures, on every core or on this thread.
+    let raw_all_cores = |signatures: &Signatures, chunk: usize| {
+        timed(|| {
+            assert!(engine_all.install(|| signatures.par_chunks(chunk).map(raw_batch).all(|ok| ok)))
+        })
+    };
+    let raw_one_thread = |signatures: &Signatures, chunk: usize| {
+        timed(|| assert!(signatures.chunks(chunk).all(raw_batch)))
+    };
+
     let mut variants = vec![
         Variant {
             name: "raw_primitive_all_cores",
-            run: Box::new(|| {
-                timed(|| {
-                    assert!(engine_all.install(|| {
-                        signatures.par_chunks(per_chunk).map(raw_batch).all(|ok| ok)
-                    }))
-                })
-            }),
+            run: Box::new(|| raw_all_cores(&signatures, per_chunk)),
             samples: Vec::new(),
         },
         Variant {
             name: "raw_primitive_1_thread",
-            run: Box::new(|| timed(|| assert!(signatures.chunks(per_chunk).all(raw_batch)))),
+            run: Box::new(|| raw_one_thread(&signatures, per_chunk)),
             samples: Vec::new(),
         },
         Variant {
@@ -270,23 +274,12 @@ fn main() {
         },
         Variant {
             name: "raw_all_cores_1024",
-            run: Box::new(|| {
-                timed(|| {
-                    assert!(engine_all.install(|| {
-                        large_signatures
-                            .par_chunks(large_chunk)
-                            .map(raw_batch)
-                            .all(|ok| ok)
-                    }))
-                })
-            }),
+            run: Box::new(|| raw_all_cores(&large_signatures, large_chunk)),
             samples: Vec::new(),
         },
         Variant {
             name: "raw_1_thread_1024",
-            run: Box::new(|| {
-                timed(|| assert!(large_signatures.chunks(large_chunk).all(raw_batch)))
-            }),
+            run: Box::new(|| raw_one_thread(&large_signatures, large_chunk)),
             samples: Vec::new(),
         },
         Variant {

@@ -19,22 +19,13 @@ use std::time::{Duration, Instant};
 
 use idgate::revocation::import::import_file;
 use idgate::revocation::store::{load, revocation_dir};
-use idgate::revocation::{Kind, Status};
+use idgate::revocation::{Kind, Reason, Status};
 use rayon::prelude::*;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NOW: i64 = 1_763_900_000;
-const REASONS: [&str; 7] = [
-    "lost",
-    "stolen",
-    "compromised",
-    "deceased",
-    "cancelled",
-    "superseded",
-    "other",
-];
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -61,7 +52,7 @@ fn id(i: usize) -> String {
 
 fn line(i: usize) -> String {
     let status = if i % 10 == 9 { "suspended" } else { "revoked" };
-    let reason = REASONS[i % REASONS.len()];
+    let reason = Reason::ALL[i % Reason::ALL.len()].as_str();
     if i.is_multiple_of(3) {
         format!(
             "{{\"kind\":\"subject\",\"id\":\"{}\",\"status\":\"{status}\",\"reason\":\"{reason}\",\"before\":{NOW},\"at\":{NOW}}}\n",

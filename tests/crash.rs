@@ -36,7 +36,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -47,8 +46,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use common::gateway::{ADMIN_TOKEN, BinaryGateway, Client, Options, TELCO_KEY, write_config};
+use common::gateway::{
+    ADMIN_TOKEN, BinaryGateway, Client, Options, TELCO_KEY, spawn_serve, write_config,
+};
 use common::{Scheme, http};
+use idgate::revocation::Reason;
 
 /// Kill-nine rounds (at least this many; `IDGATE_CRASH_ROUNDS` may ask for more).
 const ROUNDS: usize = 20;
@@ -72,15 +74,6 @@ const SNAPSHOT_LOG_BYTES: u64 = 65_536;
 const STATUS_CHUNK: usize = 25_000;
 /// `at` of entry `i` of request `q` is `AT_BASE + q * 1000 + i`: distinct for every entry.
 const AT_BASE: i64 = 1_600_000_000;
-const REASONS: [&str; 7] = [
-    "lost",
-    "stolen",
-    "compromised",
-    "deceased",
-    "cancelled",
-    "superseded",
-    "other",
-];
 
 // ---- deterministic randomness ---------------------------------------------------------------
 
@@ -167,7 +160,7 @@ fn entries_for(seed: u64, round: usize, number: u64) -> Vec<Sent> {
                 } else {
                     "revoked"
                 },
-                reason: REASONS[rng.below(REASONS.len() as u64) as usize],
+                reason: Reason::ALL[rng.below(Reason::ALL.len() as u64) as usize].as_str(),
                 before: (subject && rng.percent(50))
                     .then(|| 1_500_000_000 + rng.below(100_000_000) as i64),
                 at: AT_BASE + number as i64 * 1000 + i as i64,
@@ -302,21 +295,7 @@ enum Launch {
 // The child is moved into the returned value (whose `Drop` kills and reaps it) or reaped here.
 #[allow(clippy::zombie_processes)]
 fn launch(config: &Path, within: Duration) -> Launch {
-    let mut child = Command::new(common::idgate_bin())
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (send, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, logs) = spawn_serve(config);
     let deadline = Instant::now() + within;
     let mut seen: Vec<String> = Vec::new();
     let mut listening: Option<(std::net::SocketAddr, std::net::SocketAddr)> = None;
@@ -1134,15 +1113,42 @@ fn assert_refuses(config: &Path, log: &Path, record: usize, flipped: usize, dama
     );
 }
 
-#[test]
-fn a_corrupt_byte_in_the_middle_of_the_log_refuses_start() {
+/// A stopped gateway's data directory holding `requests` acknowledged requests in its log.
+struct WrittenLog {
+    seed: u64,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    revocations: PathBuf,
+    requests: Vec<Request>,
+}
+
+/// Starts a gateway on a fresh directory, posts `requests` acknowledged requests, stops it.
+fn written_log(requests: u64) -> WrittenLog {
     let seed = seed();
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), None);
     let revocations = dir.path().join("data").join("revocations");
     let gateway = up(&config, "first start");
-    let mut requests = post_acknowledged(&gateway, seed, 0, 0, 8);
-    stop_cleanly(gateway, "after 8 requests");
+    let requests = post_acknowledged(&gateway, seed, 0, 0, requests);
+    stop_cleanly(gateway, &format!("after {} requests", requests.len()));
+    WrittenLog {
+        seed,
+        dir,
+        config,
+        revocations,
+        requests,
+    }
+}
+
+#[test]
+fn a_corrupt_byte_in_the_middle_of_the_log_refuses_start() {
+    let WrittenLog {
+        seed,
+        dir: _dir,
+        config,
+        revocations,
+        mut requests,
+    } = written_log(8);
 
     // The second record (whole records follow it): damage, not a torn tail.
     let mut records: Vec<(PathBuf, std::ops::Range<usize>)> = Vec::new();
@@ -1200,13 +1206,13 @@ fn a_corrupt_byte_in_the_middle_of_the_log_refuses_start() {
 
 #[test]
 fn a_torn_tail_is_dropped_and_the_rest_kept() {
-    let seed = seed();
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path(), None);
-    let revocations = dir.path().join("data").join("revocations");
-    let gateway = up(&config, "first start");
-    let mut requests = post_acknowledged(&gateway, seed, 0, 0, 6);
-    stop_cleanly(gateway, "after 6 requests");
+    let WrittenLog {
+        seed,
+        dir: _dir,
+        config,
+        revocations,
+        mut requests,
+    } = written_log(6);
 
     let newest = |what: &str| {
         log_files(&revocations)

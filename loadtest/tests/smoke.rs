@@ -6,30 +6,47 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
+/// One `loadtest --spawn --smoke` run with `extra` arguments; its report, if it wrote one.
+struct Smoke {
+    dir: tempfile::TempDir,
+    output: std::process::Output,
+    stdout: String,
+    stderr: String,
+    report: Option<Value>,
+}
+
+fn smoke(extra: &[&str]) -> Smoke {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let html = dir.path().join("report.html");
     let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "--spawn",
-            "--smoke",
-            "--json",
-            json.to_str().unwrap(),
-            "--html",
-            html.to_str().unwrap(),
-        ])
+        .args(["--spawn", "--smoke", "--json", json.to_str().unwrap()])
+        .args(["--html", html.to_str().unwrap()])
+        .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = std::fs::read(&json)
+        .ok()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap());
+    Smoke {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        dir,
+        output,
+        report,
+    }
+}
+
+#[test]
+fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
+    let run = smoke(&[]);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
-        output.status.success(),
+        run.output.status.success(),
         "exit {:?}\n{stdout}\n{stderr}",
-        output.status
+        run.output.status
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = run.report.expect("a report");
     assert_eq!(report["schema"], "idgate-loadtest/1");
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(report["issuers_jwks"]["keys"].as_array().unwrap().len() == 3);
@@ -87,7 +104,7 @@ fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
         "{}",
         report["checks"]
     );
-    let page = std::fs::read_to_string(&html).unwrap();
+    let page = std::fs::read_to_string(run.dir.path().join("report.html")).unwrap();
     assert!(page.contains("<svg") && page.contains("verify:64"));
     assert!(stdout.contains("verify:64") && stdout.contains("status:1000"));
 }
@@ -98,30 +115,18 @@ fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
 /// service answers every request with all signatures valid.
 #[test]
 fn wrk_and_the_node_comparison_run_on_fresh_presentations() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
     let compare = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compare/node");
-    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "--spawn",
-            "--smoke",
-            "--scenario",
-            "verify:1",
-            "--no-latency-phases",
-            "--no-ceiling",
-            "--wrk",
-            "--compare-node",
-            compare.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-            "--html",
-            dir.path().join("report.html").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap())
-        .unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
+    let run = smoke(&[
+        "--scenario",
+        "verify:1",
+        "--no-latency-phases",
+        "--no-ceiling",
+        "--wrk",
+        "--compare-node",
+        compare.to_str().unwrap(),
+    ]);
+    let stderr = &run.stderr;
+    let report = run.report.unwrap_or_else(|| panic!("no report: {stderr}"));
     let checks = report["checks"].as_array().unwrap();
     let check = |prefix: &str| {
         checks

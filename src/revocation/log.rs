@@ -460,16 +460,20 @@ mod tests {
         assert_eq!(std::fs::read(kept).unwrap(), third[..third.len() - 3]);
     }
 
+    /// A log at `path` holding `n` one-entry records (`id0`, `id1`, ...).
+    fn write_records(path: &Path, n: i64) {
+        let (mut log, _, _) = Log::open(path).unwrap();
+        for i in 0..n {
+            log.append(&encode_record(&[entry(&format!("id{i}"), i)]))
+                .unwrap();
+        }
+    }
+
     #[test]
     fn a_flipped_byte_in_the_last_record_is_corruption_but_a_zero_filled_tail_is_torn() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut log, _, _) = Log::open(&path).unwrap();
-        for i in 0..3 {
-            log.append(&encode_record(&[entry(&format!("id{i}"), i)]))
-                .unwrap();
-        }
-        drop(log);
+        write_records(&path, 3);
         let whole = std::fs::read(&path).unwrap();
         let last = whole.len() - whole.len() / 3;
         // A complete last record whose checksum fails: acknowledged data was damaged.
@@ -498,12 +502,7 @@ mod tests {
     fn a_corrupt_byte_in_the_middle_refuses_to_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut log, _, _) = Log::open(&path).unwrap();
-        for i in 0..5 {
-            log.append(&encode_record(&[entry(&format!("id{i}"), i)]))
-                .unwrap();
-        }
-        drop(log);
+        write_records(&path, 5);
         let mut bytes = std::fs::read(&path).unwrap();
         let whole = bytes.clone();
         let middle = bytes.len() / 2;

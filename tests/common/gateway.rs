@@ -289,26 +289,33 @@ impl Client for BinaryGateway {
     }
 }
 
+/// Spawns `idgate serve --config CONFIG` with its stderr log lines arriving on the receiver (a
+/// thread reads them). The caller owns the child: kill and reap it.
+pub fn spawn_serve(config: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(super::idgate_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (send, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, logs)
+}
+
 impl BinaryGateway {
     /// Starts `idgate serve --config CONFIG` and waits until it listens.
     // The child is moved into the returned value, whose `Drop` kills and reaps it.
     #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path) -> BinaryGateway {
-        let mut child = Command::new(super::idgate_bin())
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, logs) = spawn_serve(config);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let line = logs
