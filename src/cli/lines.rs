@@ -70,20 +70,37 @@ pub fn read_block(
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_are_split_bounded_and_the_tail_is_kept() {
-        let input = b"a\nbbbbbbbbbb\r\n\nc";
-        let mut reader = io::BufReader::with_capacity(3, &input[..]);
-        let block = read_block(&mut reader, 10, 5).unwrap();
-        let shown: Vec<String> = block
+    fn shown(block: &[Line]) -> Vec<String> {
+        block
             .iter()
             .map(|l| match l {
                 Line::Text(t) => t.clone(),
                 Line::TooLong => "<long>".into(),
                 Line::NotUtf8 => "<bin>".into(),
             })
-            .collect();
-        assert_eq!(shown, ["a", "<long>", "", "c"]);
-        assert!(read_block(&mut reader, 10, 5).unwrap().is_empty());
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_bounded_and_the_tail_is_kept() {
+        let input = b"a\nbbbbbbbbbb\r\n\n\xff\xfe\ndd\r\neeeee\nffffff\nc";
+        let expected = ["a", "<long>", "", "<bin>", "dd", "eeeee", "<long>", "c"];
+        // A tiny reader buffer splits lines across fills; a large one holds whole lines.
+        for capacity in [3, 64] {
+            let mut reader = io::BufReader::with_capacity(capacity, &input[..]);
+            let block = read_block(&mut reader, 10, 5).unwrap();
+            assert_eq!(shown(&block), expected, "reader buffer {capacity}");
+            assert!(read_block(&mut reader, 10, 5).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_block_stops_at_max_lines_and_the_next_one_continues() {
+        let input = b"1\n2\n3\n4\n5\n";
+        let mut reader = io::BufReader::with_capacity(4, &input[..]);
+        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["1", "2"]);
+        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["3", "4"]);
+        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["5"]);
+        assert!(read_block(&mut reader, 2, 5).unwrap().is_empty());
     }
 }

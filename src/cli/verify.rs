@@ -1,11 +1,11 @@
 //! `idgate verify` and `idgate verify-signatures`: streaming offline verification through the
 //! same engine and rule as the gateway.
 //!
-//! Three stages overlap: a reader thread cuts the input into blocks of lines, the engine verifies
-//! blocks on every core — the next block's chunks start while the last ones of the previous block
-//! finish, so no core waits at a block boundary — and a writer thread resolves replays and
-//! serialises verdicts in input order. At most a few blocks are in flight (bounded channels), so
-//! memory stays flat however long the input.
+//! Three stages overlap: a reader thread cuts the input into blocks of lines (one signature batch
+//! each), the engine verifies blocks on every core — each block one task, started in input order,
+//! several per thread in flight, so no core waits at a block boundary — and a writer thread
+//! resolves replays and serialises verdicts in input order. At most a few blocks per thread are
+//! in flight (bounded channels), so memory stays flat however long the input.
 //!
 //! Within one run, a second presentation with the same replay key is `replayed` (a memory replay
 //! store spans the whole run, without a start-up watermark since "now" may be `--at`).
@@ -33,10 +33,16 @@ use crate::verify::{
     Verifier,
 };
 
-/// Lines per block. Measured (BENCHMARKS.md): larger blocks keep more strings and parsed
-/// credentials alive at once, and first-touching that memory (the kernel zeroing fresh pages) cost
-/// up to a tenth of the run; 2,048 lines is four full batches per core and the fastest setting.
-const BLOCK_LINES: usize = 2048;
+/// Lines per block, for `idgate verify`: one block is one task on the pool and one signature
+/// batch of the engine's size (two signatures per presentation). Blocks are started in input
+/// order and never split further, so the oldest block finishes first and the writer, which
+/// takes them in order, never holds up the pool. (With larger blocks split across the pool,
+/// rayon's last-in-first-out scheduling finished the oldest block last: every few blocks the pool
+/// ran dry waiting for it — 4–8% of the run idle, BENCHMARKS.md.)
+const BLOCK_LINES: usize = crate::verify::engine::DEFAULT_MAX_BATCH_SIGNATURES / 2;
+
+/// Lines per block for `idgate verify-signatures` (one signature per line).
+const SIGNATURE_BLOCK_LINES: usize = crate::verify::engine::DEFAULT_MAX_BATCH_SIGNATURES;
 
 /// A revocation file with a notion of age, for check 13 offline.
 struct FileRevocations {
@@ -120,30 +126,32 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead + Send>> {
     })
 }
 
-/// Blocks being verified or waiting to be written at once, beyond the one the writer awaits.
-const BLOCKS_AHEAD: usize = 2;
+/// Blocks being verified or waiting to be written at once, per pool thread.
+const BLOCKS_PER_THREAD: usize = 3;
 
-/// Runs reader → `work` → writer. `work` turns a block of lines into results on the engine's
-/// pool, several blocks at once, so the pool starts on the next block while the last chunks of
-/// the previous one finish and while the writer renders it; `render` (on the writer thread)
-/// takes the results strictly in input order. Every channel is bounded: a few blocks at most
-/// are in memory however long the input. Returns the number of lines read.
+/// Runs reader → `work` → writer. Each block of `block_lines` lines is one task on the engine's
+/// pool (`work` runs on the calling pool thread, no further splitting); tasks start in input
+/// order, several per thread in flight, so a thread that finishes picks up the next block at once
+/// while the writer renders finished ones. `render` (on the writer thread) takes the results
+/// strictly in input order. Every channel is bounded: a few blocks per thread at most are in
+/// memory however long the input. Returns the number of lines read.
 fn pipeline<T: Send>(
     engine: &Engine,
     input: Box<dyn BufRead + Send>,
+    block_lines: usize,
     max_line_bytes: usize,
     work: impl Fn(Vec<Line>) -> T + Sync,
     mut render: impl FnMut(T, &mut Vec<u8>) + Send,
 ) -> Result<u64> {
-    let (line_tx, line_rx): (SyncSender<Vec<Line>>, Receiver<Vec<Line>>) = sync_channel(1);
+    let (line_tx, line_rx): (SyncSender<Vec<Line>>, Receiver<Vec<Line>>) = sync_channel(2);
     // One receiver per block, in input order.
     let (order_tx, order_rx): (SyncSender<Receiver<T>>, Receiver<Receiver<T>>) =
-        sync_channel(BLOCKS_AHEAD);
+        sync_channel(BLOCKS_PER_THREAD * engine.threads());
     thread::scope(|threads| {
         let reader = threads.spawn(move || -> io::Result<()> {
             let mut input = input;
             loop {
-                let block = read_block(&mut input, BLOCK_LINES, max_line_bytes)?;
+                let block = read_block(&mut input, block_lines, max_line_bytes)?;
                 if block.is_empty() || line_tx.send(block).is_err() {
                     return Ok(());
                 }
@@ -164,15 +172,15 @@ fn pipeline<T: Send>(
         });
         let mut lines = 0u64;
         let work = &work;
-        engine.in_place_scope(|scope| {
+        engine.in_place_scope_fifo(|scope| {
             for block in line_rx {
                 lines += block.len() as u64;
                 let (done_tx, done_rx) = sync_channel(1);
-                // Blocks here while BLOCKS_AHEAD blocks wait for the writer; fails if it quit.
+                // Blocks here while the writer is that many blocks behind; fails if it quit.
                 if order_tx.send(done_rx).is_err() {
                     break;
                 }
-                scope.spawn(move |_| {
+                scope.spawn_fifo(move |_| {
                     let _ = done_tx.send(work(block));
                 });
             }
@@ -249,6 +257,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
     let items = pipeline(
         verifier.engine(),
         input,
+        BLOCK_LINES,
         max_line,
         |block| {
             let texts: Vec<Result<std::borrow::Cow<'_, str>, Rejection>> =
@@ -257,7 +266,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
                 texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
             let now = args.at.unwrap_or_else(unix_now);
             let batch = Batch::new(&presentations, now, &policy, args.claims);
-            let unresolved = verifier.verify_before_replay(&batch, state);
+            let unresolved = verifier.verify_before_replay_here(&batch, state);
             // A line that never became a presentation keeps its own reason.
             let line_rejections: Vec<Option<Rejection>> =
                 texts.iter().map(|t| t.as_ref().err().copied()).collect();
@@ -277,6 +286,11 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
     if args.stats {
         RunStats::print(verifier.engine(), items, started);
     }
+    // The process ends next: freeing every cached credential and replay key one by one would
+    // only delay the exit (measured: ~2% of a 50,000-line run, on one core while the other
+    // idles), and the operating system reclaims the memory at once.
+    std::mem::forget(trust);
+    std::mem::forget(replay);
     Ok(())
 }
 
@@ -335,6 +349,7 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
     let items = pipeline(
         verifier.engine(),
         input,
+        SIGNATURE_BLOCK_LINES,
         1 << 20,
         |block| {
             let inputs: Vec<Option<SignatureInput>> = block.iter().map(signature_input).collect();
@@ -342,7 +357,7 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
                 .iter()
                 .map(|i| i.clone().unwrap_or_default())
                 .collect();
-            let results = verifier.verify_signatures(&usable);
+            let results = verifier.verify_signatures_here(&usable);
             inputs
                 .iter()
                 .zip(results)

@@ -129,10 +129,14 @@ impl Engine {
         self.pool.spawn(work);
     }
 
-    /// A rayon scope whose spawned tasks run on the pool while the calling thread (not a pool
-    /// thread) runs `work`; returns when `work` and every task spawned are done.
-    pub fn in_place_scope<'scope, R>(&self, work: impl FnOnce(&rayon::Scope<'scope>) -> R) -> R {
-        self.pool.in_place_scope(work)
+    /// A rayon scope whose spawned tasks run on the pool, started in the order they were spawned
+    /// (`spawn_fifo`), while the calling thread (not a pool thread) runs `work`; returns when
+    /// `work` and every task spawned are done.
+    pub fn in_place_scope_fifo<'scope, R>(
+        &self,
+        work: impl FnOnce(&rayon::ScopeFifo<'scope>) -> R,
+    ) -> R {
+        self.pool.in_place_scope_fifo(work)
     }
 
     /// Runs `work` on the pool and returns its result; the caller's thread blocks meanwhile.

@@ -356,6 +356,29 @@ impl Verifier {
         }
     }
 
+    /// [`Verifier::verify_before_replay`] on the calling thread: the items are verified in
+    /// batches of the engine's size, one after another (only a failed batch's fallback uses the
+    /// pool). For a caller that supplies the parallelism itself by running many such calls on the
+    /// pool at once — the offline verifier runs one per block, taken in input order, so the
+    /// oldest block finishes first and the writer never waits on it while later blocks idle.
+    pub fn verify_before_replay_here<S: AsRef<str>>(
+        &self,
+        batch: &Batch<'_, S>,
+        state: State<'_>,
+    ) -> Unresolved {
+        let chunk = self.engine.chunk_len(usize::MAX, 2);
+        let pending = batch
+            .presentations
+            .chunks(chunk)
+            .enumerate()
+            .flat_map(|(number, items)| self.verify_chunk(items, number * chunk, batch, state))
+            .collect();
+        Unresolved {
+            pending,
+            now: batch.now,
+        }
+    }
+
     /// Checks 1–13 for one chunk, with its signatures verified as one batch.
     fn verify_chunk<S: AsRef<str>>(
         &self,
@@ -503,32 +526,50 @@ impl Verifier {
         self.engine.install(|| {
             items
                 .par_chunks(chunk)
-                .flat_map_iter(|chunk| {
-                    let mut jobs = Vec::with_capacity(chunk.len());
-                    let slots: Vec<Result<usize, SignatureError>> = chunk
-                        .iter()
-                        .map(|item| {
-                            let key = signature::CheckedKey::from_slice(&item.public_key)?;
-                            let signature: &[u8; 64] = item
-                                .signature
-                                .as_slice()
-                                .try_into()
-                                .map_err(|_| SignatureError::Malformed)?;
-                            jobs.push(SignatureJob::new(&key, signature, &item.message, None)?);
-                            Ok(jobs.len() - 1)
-                        })
-                        .collect();
-                    let results = self.engine.verify_jobs(&jobs);
-                    slots.into_iter().map(move |slot| {
-                        slot.and_then(|i| {
-                            results
-                                .get(i)
-                                .copied()
-                                .unwrap_or(Err(SignatureError::BadSignature))
-                        })
-                    })
-                })
+                .flat_map_iter(|chunk| self.verify_signature_chunk(chunk))
                 .collect()
+        })
+    }
+
+    /// [`Verifier::verify_signatures`] on the calling thread, in batches of the engine's size
+    /// (see [`Verifier::verify_before_replay_here`]).
+    pub fn verify_signatures_here(
+        &self,
+        items: &[SignatureInput],
+    ) -> Vec<Result<(), SignatureError>> {
+        items
+            .chunks(self.engine.chunk_len(usize::MAX, 1))
+            .flat_map(|chunk| self.verify_signature_chunk(chunk))
+            .collect()
+    }
+
+    /// Raw signature items as one batch.
+    fn verify_signature_chunk(
+        &self,
+        chunk: &[SignatureInput],
+    ) -> impl Iterator<Item = Result<(), SignatureError>> {
+        let mut jobs = Vec::with_capacity(chunk.len());
+        let slots: Vec<Result<usize, SignatureError>> = chunk
+            .iter()
+            .map(|item| {
+                let key = signature::CheckedKey::from_slice(&item.public_key)?;
+                let signature: &[u8; 64] = item
+                    .signature
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SignatureError::Malformed)?;
+                jobs.push(SignatureJob::new(&key, signature, &item.message, None)?);
+                Ok(jobs.len() - 1)
+            })
+            .collect();
+        let results = self.engine.verify_jobs(&jobs);
+        slots.into_iter().map(move |slot| {
+            slot.and_then(|i| {
+                results
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Err(SignatureError::BadSignature))
+            })
         })
     }
 }

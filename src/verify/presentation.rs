@@ -155,21 +155,25 @@ pub fn split<'a>(presentation: &'a str, limits: &Limits) -> Result<Parts<'a>, Re
     if presentation.len() > limits.max_presentation_bytes {
         return Err(malformed("presentation exceeds the size limit"));
     }
-    let last_tilde = presentation
-        .rfind('~')
-        .ok_or(malformed("no '~': not an SD-JWT presentation"))?;
+    let bytes = presentation.as_bytes();
+    let last_tilde =
+        memchr::memrchr(b'~', bytes).ok_or(malformed("no '~': not an SD-JWT presentation"))?;
+    // Tildes are ASCII, so every index found below is a char boundary.
     let (sd_hash_input, kb_jwt) = presentation.split_at(last_tilde + 1);
-    let mut pieces = presentation[..last_tilde].split('~');
-    let issuer_jwt = pieces.next().unwrap_or("");
+    let mut tildes = memchr::memchr_iter(b'~', &bytes[..last_tilde]);
+    let issuer_end = tildes.next().unwrap_or(last_tilde);
+    let issuer_jwt = presentation.get(..issuer_end).unwrap_or_default();
     if issuer_jwt.is_empty() {
         return Err(malformed("empty issuer-signed JWT"));
     }
     let mut disclosures = Vec::new();
-    for piece in pieces {
+    let mut start = issuer_end + 1;
+    for end in tildes.chain((issuer_end < last_tilde).then_some(last_tilde)) {
         if disclosures.len() == limits.max_disclosures {
             return Err(malformed("too many disclosures"));
         }
-        disclosures.push(piece);
+        disclosures.push(presentation.get(start..end).unwrap_or_default());
+        start = end + 1;
     }
     Ok(Parts {
         issuer_jwt,
@@ -181,14 +185,18 @@ pub fn split<'a>(presentation: &'a str, limits: &Limits) -> Result<Parts<'a>, Re
 
 /// Splits compact JWS text into its three segments.
 fn jws_segments(text: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = text.splitn(4, '.');
-    let header = parts.next()?;
-    let payload = parts.next()?;
-    let signature = parts.next()?;
-    if parts.next().is_some() {
+    let mut dots = memchr::memchr_iter(b'.', text.as_bytes());
+    let first = dots.next()?;
+    let second = dots.next()?;
+    if dots.next().is_some() {
         return None;
     }
-    Some((header, payload, signature))
+    // Dots are ASCII, so these are char boundaries.
+    Some((
+        text.get(..first)?,
+        text.get(first + 1..second)?,
+        text.get(second + 1..)?,
+    ))
 }
 
 /// What verification reads from a JWS header.
@@ -644,4 +652,66 @@ pub fn sd_hash_matches(sd_hash_input: &str, claimed: &str) -> bool {
 /// The issuer-cache key: SHA-256 of the issuer-JWT bytes.
 pub fn issuer_cache_key(issuer_jwt: &str) -> [u8; 32] {
     Sha256::digest(issuer_jwt.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string over a small alphabet (with a multi-byte char) up to length 6.
+    fn all_strings() -> Vec<String> {
+        let alphabet = ['a', '~', '.', 'é'];
+        let mut out = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..6 {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            out.extend(frontier.iter().cloned());
+        }
+        out
+    }
+
+    #[test]
+    fn split_agrees_with_splitting_at_every_tilde() {
+        let limits = Limits {
+            max_disclosures: 2,
+            ..Limits::default()
+        };
+        for text in all_strings() {
+            let expected = text.rfind('~').map(|last| {
+                let mut pieces = text[..last].split('~');
+                let issuer = pieces.next().unwrap_or("");
+                (
+                    issuer,
+                    pieces.collect::<Vec<_>>(),
+                    &text[..=last],
+                    &text[last + 1..],
+                )
+            });
+            match (split(&text, &limits), expected) {
+                (Err(_), None) => {}
+                (Err(_), Some((issuer, disclosures, _, _))) => {
+                    assert!(issuer.is_empty() || disclosures.len() > 2, "{text:?}");
+                }
+                (Ok(parts), Some((issuer, disclosures, sd_hash_input, kb_jwt))) => {
+                    assert_eq!(parts.issuer_jwt, issuer, "{text:?}");
+                    assert_eq!(parts.disclosures, disclosures, "{text:?}");
+                    assert_eq!(parts.sd_hash_input, sd_hash_input, "{text:?}");
+                    assert_eq!(parts.kb_jwt, kb_jwt, "{text:?}");
+                }
+                (Ok(_), None) => panic!("{text:?} has no tilde but split"),
+            }
+        }
+    }
+
+    #[test]
+    fn jws_segments_are_exactly_three() {
+        for text in all_strings() {
+            let pieces: Vec<&str> = text.split('.').collect();
+            let expected = (pieces.len() == 3).then(|| (pieces[0], pieces[1], pieces[2]));
+            assert_eq!(jws_segments(&text), expected, "{text:?}");
+        }
+    }
 }
