@@ -316,13 +316,18 @@ fn replays_are_decided_in_input_order_across_blocks() {
     let scheme = Scheme::new(26);
     let files = Files::new(&scheme);
     let presentations = mint_fresh(&scheme.issuer, 6_000);
-    // (line, what it is): originals in order, copies of earlier lines placed in later blocks
-    // (blocks are 2,048 lines), and a line that is no presentation.
+    // (line, what it is): originals in order, copies of earlier lines placed in the next block
+    // (verified at the same time on the other thread) and in later ones (blocks are 512 lines),
+    // and a line that is no presentation.
     let mut lines: Vec<String> = Vec::new();
     let mut expected: Vec<(&str, Option<usize>)> = Vec::new();
     for (i, presentation) in presentations.iter().enumerate() {
         lines.push(presentation.clone());
         expected.push(("valid", Some(i)));
+        if i == 600 {
+            lines.push(presentations[500].clone());
+            expected.push(("replayed", Some(500)));
+        }
         if i == 2_100 {
             lines.push(presentations[100].clone());
             expected.push(("replayed", Some(100)));
