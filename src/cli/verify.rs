@@ -33,17 +33,6 @@ use crate::verify::{
     Verifier,
 };
 
-/// Lines per block, for `idgate verify`: one block is one task on the pool and one signature
-/// batch of the engine's size (two signatures per presentation). Blocks are started in input
-/// order and never split further, so the oldest block finishes first and the writer, which
-/// takes them in order, never holds up the pool. (With larger blocks split across the pool,
-/// rayon's last-in-first-out scheduling finished the oldest block last: every few blocks the pool
-/// ran dry waiting for it — 4–8% of the run idle, BENCHMARKS.md.)
-const BLOCK_LINES: usize = crate::verify::engine::DEFAULT_MAX_BATCH_SIGNATURES / 2;
-
-/// Lines per block for `idgate verify-signatures` (one signature per line).
-const SIGNATURE_BLOCK_LINES: usize = crate::verify::engine::DEFAULT_MAX_BATCH_SIGNATURES;
-
 /// A revocation file with a notion of age, for check 13 offline.
 struct FileRevocations {
     list: RevocationList,
@@ -129,10 +118,13 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead + Send>> {
 /// Blocks being verified or waiting to be written at once, per pool thread.
 const BLOCKS_PER_THREAD: usize = 3;
 
-/// Runs reader → `work` → writer. Each block of `block_lines` lines is one task on the engine's
-/// pool (`work` runs on the calling pool thread, no further splitting); tasks start in input
-/// order, several per thread in flight, so a thread that finishes picks up the next block at once
-/// while the writer renders finished ones. `render` (on the writer thread) takes the results
+/// Runs reader → `work` → writer. Each block of `block_lines` lines — one signature batch's
+/// worth — is one task on the engine's pool (`work` runs on the calling pool thread, no further
+/// splitting); tasks start in input order, several per thread in flight, so the oldest block
+/// finishes first, and a thread that finishes picks up the next block at once while the writer
+/// renders finished ones. (With larger blocks split across the pool, rayon's newest-first
+/// scheduling of a thread's own work finished the oldest block last: every few blocks the pool
+/// ran dry waiting for it — 4–8% of the run idle, BENCHMARKS.md.) `render` (on the writer thread) takes the results
 /// strictly in input order. Every channel is bounded: a few blocks per thread at most are in
 /// memory however long the input. Returns the number of lines read.
 fn pipeline<T: Send>(
@@ -257,7 +249,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
     let items = pipeline(
         verifier.engine(),
         input,
-        BLOCK_LINES,
+        verifier.engine().items_per_batch(2),
         max_line,
         |block| {
             let texts: Vec<Result<std::borrow::Cow<'_, str>, Rejection>> =
@@ -349,7 +341,7 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
     let items = pipeline(
         verifier.engine(),
         input,
-        SIGNATURE_BLOCK_LINES,
+        verifier.engine().items_per_batch(1),
         1 << 20,
         |block| {
             let inputs: Vec<Option<SignatureInput>> = block.iter().map(signature_input).collect();

@@ -148,8 +148,12 @@ impl Engine {
     /// carries more than `max_batch_signatures` signatures (`signatures_per_item` per item).
     pub fn chunk_len(&self, items: usize, signatures_per_item: usize) -> usize {
         let per_thread = items.div_ceil(self.threads.max(1));
-        let cap = (self.max_batch_signatures / signatures_per_item.max(1)).max(1);
-        per_thread.clamp(1, cap)
+        per_thread.clamp(1, self.items_per_batch(signatures_per_item))
+    }
+
+    /// How many items with `signatures_per_item` signatures each fill one batch (at least one).
+    pub fn items_per_batch(&self, signatures_per_item: usize) -> usize {
+        (self.max_batch_signatures / signatures_per_item.max(1)).max(1)
     }
 
     /// Verifies one batch of jobs and returns one verdict per job, in order. Call from inside

@@ -366,7 +366,7 @@ impl Verifier {
         batch: &Batch<'_, S>,
         state: State<'_>,
     ) -> Unresolved {
-        let chunk = self.engine.chunk_len(usize::MAX, 2);
+        let chunk = self.engine.items_per_batch(2);
         let pending = batch
             .presentations
             .chunks(chunk)
@@ -538,7 +538,7 @@ impl Verifier {
         items: &[SignatureInput],
     ) -> Vec<Result<(), SignatureError>> {
         items
-            .chunks(self.engine.chunk_len(usize::MAX, 1))
+            .chunks(self.engine.items_per_batch(1))
             .flat_map(|chunk| self.verify_signature_chunk(chunk))
             .collect()
     }
