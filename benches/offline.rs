@@ -163,6 +163,10 @@ fn main() {
             let p = process();
             (raw(), p)
         };
+        eprintln!(
+            "  round {round}: raw {r:.3} s, process {p:.3} s, ratio {:.1}%",
+            100.0 * r / p
+        );
         raw_times.push(r);
         process_times.push(p);
         ratios.push(r / p);

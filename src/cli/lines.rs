@@ -30,7 +30,7 @@ pub fn read_block(
                 break;
             }
             saw_any = true;
-            let (chunk, found_newline) = match available.iter().position(|&b| b == b'\n') {
+            let (chunk, found_newline) = match memchr::memchr(b'\n', available) {
                 Some(end) => (&available[..end], true),
                 None => (available, false),
             };
@@ -38,6 +38,9 @@ pub fn read_block(
                 if buffer.len() + chunk.len() > max_bytes {
                     too_long = true;
                     buffer.clear();
+                } else if buffer.is_empty() && found_newline {
+                    // The whole line is in the reader's buffer (the usual case): one exact copy.
+                    buffer = chunk.to_vec();
                 } else {
                     buffer.extend_from_slice(chunk);
                 }

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use hashbrown::HashSet;
 
 use super::json::JsonError;
-use super::skeleton::{Container, Digest, SdArray, SdObject, digest_of, name_hash};
+use super::skeleton::{Container, Digest, SdArray, SdObject, digest_of, is_base64url, name_hash};
 
 /// A value as verification sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -472,6 +472,25 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// Fast path for the usual `_sd` element: `"` + 43 base64url characters + `"`, taken whole.
+    /// Such a string has no escapes or control characters (base64url has neither), so this is
+    /// exactly what [`Parser::string`] followed by [`digest_of`] would give; anything else
+    /// (`None`, nothing consumed) goes the general way.
+    fn quoted_digest(&mut self) -> Option<Digest> {
+        let quoted: &[u8; 45] = self.bytes.get(self.pos..self.pos + 45)?.try_into().ok()?;
+        let (open, rest) = quoted.split_first()?;
+        let (close, inner) = rest.split_last()?;
+        if *open != b'"' || *close != b'"' {
+            return None;
+        }
+        let digest: Digest = inner.try_into().ok()?;
+        if !is_base64url(&digest) {
+            return None;
+        }
+        self.pos += 45;
+        Some(digest)
+    }
+
     /// The value of an `_sd` key: an array of SHA-256 digests. Anything else is parsed just as
     /// strictly, and noted as a disclosure-rule problem.
     fn digest_list(&mut self, depth_left: usize) -> Step<Vec<Digest>> {
@@ -482,6 +501,10 @@ impl<'a> Parser<'a> {
         }
         let mut digests = Vec::with_capacity(8);
         self.sequence(depth_left, 0, |parser, depth_left, _| {
+            if let Some(digest) = parser.quoted_digest() {
+                digests.push(digest);
+                return Ok(());
+            }
             let item = parser.value(depth_left, 0)?;
             match item.shape.as_str().and_then(digest_of) {
                 Some(digest) => digests.push(digest),
@@ -763,6 +786,53 @@ mod tests {
             let text = value.to_string();
             let extracted = parse(text.as_bytes(), 8, 8).expect("valid JSON");
             prop_assert_eq!(to_value(&extracted.shape), value, "{}", text);
+        }
+    }
+
+    /// The `_sd` element fast path ([`Parser::quoted_digest`]) against the general path, on
+    /// digests and every near miss: wrong length, a non-base64url character, an escape, a
+    /// control character, a missing closing quote, a document that ends inside the element.
+    #[test]
+    fn sd_digest_fast_path_agrees_with_the_general_path() {
+        let base = DIGEST.to_string();
+        let mut elements: Vec<String> = vec![
+            format!("\"{base}\""),
+            format!("\"{}\"", &base[..42]),
+            format!("\"{base}A\""),
+            format!("\"{}=\"", &base[..42]),
+            format!("\"{}+\"", &base[..42]),
+            format!("\"{}\\\"\"", &base[..41]),
+            format!("\"{}\\u0041\"", &base[..37]),
+            format!("\"{}\u{1}\"", &base[..42]),
+            format!("\"{}é\"", &base[..41]),
+            format!("\"{base}"),
+            format!("\"{base}\" "),
+            format!(" \"{base}\""),
+            format!("\"{base}\",\"{base}\""),
+            "1".to_string(),
+        ];
+        for position in 0..43 {
+            let mut bytes = base.clone().into_bytes();
+            bytes[position] = b'.';
+            elements.push(format!("\"{}\"", String::from_utf8(bytes).unwrap()));
+        }
+        for element in elements {
+            for text in [
+                format!("{{\"_sd\":[{element}]}}"),
+                format!("{{\"_sd\":[{element}"),
+            ] {
+                let extracted = parse(text.as_bytes(), 16, 0);
+                match serde_json::from_str::<Value>(&text) {
+                    Err(_) => assert!(extracted.is_err(), "{text}"),
+                    Ok(value) => {
+                        let extracted = extracted.expect(&text);
+                        let mut problem = None;
+                        let expected = reference(&value, false, &mut problem);
+                        assert_eq!(extracted.problem, problem, "{text}");
+                        assert_eq!(extracted.container, expected, "{text}");
+                    }
+                }
+            }
         }
     }
 
