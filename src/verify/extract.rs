@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use hashbrown::HashSet;
 
 use super::json::JsonError;
-use super::skeleton::{Container, Digest, SdArray, SdObject, digest_of, is_base64url, name_hash};
+use super::skeleton::{Container, Digest, SdArray, SdObject, digest_of, name_hash};
 
 /// A value as verification sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -477,16 +477,11 @@ impl<'a> Parser<'a> {
     /// exactly what [`Parser::string`] followed by [`digest_of`] would give; anything else
     /// (`None`, nothing consumed) goes the general way.
     fn quoted_digest(&mut self) -> Option<Digest> {
-        let quoted: &[u8; 45] = self.bytes.get(self.pos..self.pos + 45)?.try_into().ok()?;
-        let (open, rest) = quoted.split_first()?;
-        let (close, inner) = rest.split_last()?;
-        if *open != b'"' || *close != b'"' {
+        let quoted = self.bytes.get(self.pos..self.pos + 45)?;
+        if quoted.first() != Some(&b'"') || quoted.last() != Some(&b'"') {
             return None;
         }
-        let digest: Digest = inner.try_into().ok()?;
-        if !is_base64url(&digest) {
-            return None;
-        }
+        let digest = digest_of(self.text.get(self.pos + 1..self.pos + 44)?)?;
         self.pos += 45;
         Some(digest)
     }
