@@ -1,109 +1,305 @@
-//! Bounded line reading for the offline tools: input arrives in blocks of lines, and no line
-//! can make us buffer more than a fixed cap (an over-long line is kept as a marker and answered
-//! as malformed, its bytes skipped).
+//! Bounded line reading for the offline tools. Input arrives in blocks of lines; a block is one
+//! buffer holding its lines' bytes as read (no allocation or copy per line, and the buffer of a
+//! finished block can be handed back for the next one), and no line can make us buffer more than
+//! a fixed cap: an over-long line is kept as a marker and answered as malformed, its bytes
+//! skipped.
 
-use std::io::{self, BufRead};
+use std::io::{self, Read};
+use std::ops::Range;
 
-/// One input line, or the fact that it was too long to keep.
-#[derive(Debug)]
-pub enum Line {
-    Text(String),
+/// Bytes asked of the source per read.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// One input line, or the fact that it could not be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    Text(&'a str),
     TooLong,
     NotUtf8,
 }
 
-/// Reads up to `max_lines` lines of at most `max_bytes` bytes each; an empty block means EOF.
-pub fn read_block(
-    reader: &mut impl BufRead,
+#[derive(Clone, Debug)]
+enum Span {
+    Text(Range<usize>),
+    TooLong,
+    NotUtf8,
+}
+
+/// A block of lines: their text in one string, and where each line lies in it.
+#[derive(Debug, Default)]
+pub struct Block {
+    text: String,
+    spans: Vec<Span>,
+}
+
+impl Block {
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The lines, in input order (without their `\n` or `\r\n`).
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = Line<'_>> {
+        self.spans.iter().map(|span| match span {
+            // Spans are cut at ASCII bytes of `text`, so always on character boundaries.
+            Span::Text(range) => Line::Text(self.text.get(range.clone()).unwrap_or_default()),
+            Span::TooLong => Line::TooLong,
+            Span::NotUtf8 => Line::NotUtf8,
+        })
+    }
+
+    /// The block's buffer, emptied, for [`BlockReader::read_block`] to reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        let mut buffer = self.text.into_bytes();
+        buffer.clear();
+        buffer
+    }
+}
+
+/// Cuts a byte stream into [`Block`]s.
+pub struct BlockReader<R> {
+    source: R,
+    /// Bytes read past the last line of the previous block.
+    pending: Vec<u8>,
+    /// Inside an over-long line whose bytes are being dropped up to its newline.
+    skipping: bool,
+    eof: bool,
     max_lines: usize,
     max_bytes: usize,
-) -> io::Result<Vec<Line>> {
-    let mut block = Vec::with_capacity(max_lines.min(8192));
-    let mut buffer = Vec::new();
-    while block.len() < max_lines {
-        buffer.clear();
-        let mut too_long = false;
-        let mut saw_any = false;
-        loop {
-            let available = reader.fill_buf()?;
-            if available.is_empty() {
-                break;
-            }
-            saw_any = true;
-            let (chunk, found_newline) = match memchr::memchr(b'\n', available) {
-                Some(end) => (&available[..end], true),
-                None => (available, false),
-            };
-            if !too_long {
-                if buffer.len() + chunk.len() > max_bytes {
-                    too_long = true;
-                    buffer.clear();
-                } else if buffer.is_empty() && found_newline {
-                    // The whole line is in the reader's buffer (the usual case): one exact copy.
-                    buffer = chunk.to_vec();
-                } else {
-                    buffer.extend_from_slice(chunk);
-                }
-            }
-            let consumed = chunk.len() + usize::from(found_newline);
-            reader.consume(consumed);
-            if found_newline {
-                break;
-            }
-        }
-        if !saw_any {
-            break;
-        }
-        if too_long {
-            block.push(Line::TooLong);
-            continue;
-        }
-        if buffer.last() == Some(&b'\r') {
-            buffer.pop();
-        }
-        match String::from_utf8(std::mem::take(&mut buffer)) {
-            Ok(text) => block.push(Line::Text(text)),
-            Err(_) => block.push(Line::NotUtf8),
+}
+
+impl<R: Read> BlockReader<R> {
+    /// Blocks of up to `max_lines` lines of at most `max_bytes` bytes each (a trailing `\r`
+    /// counts).
+    pub fn new(source: R, max_lines: usize, max_bytes: usize) -> BlockReader<R> {
+        BlockReader {
+            source,
+            pending: Vec::new(),
+            skipping: false,
+            eof: false,
+            max_lines: max_lines.max(1),
+            max_bytes,
         }
     }
-    Ok(block)
+
+    /// The next block, built in `buffer` (any contents are discarded; pass a finished block's
+    /// [`Block::into_buffer`] to save an allocation). An empty block means the end of the input.
+    ///
+    /// Memory: the block keeps at most `max_lines` lines of at most `max_bytes` each, plus one
+    /// read's worth of bytes.
+    pub fn read_block(&mut self, buffer: Vec<u8>) -> io::Result<Block> {
+        let mut data = buffer;
+        data.clear();
+        data.append(&mut self.pending);
+        let mut spans = Vec::with_capacity(self.max_lines.min(8192));
+        // `start`: where the current line begins; `scan`: where to look for its newline.
+        let (mut start, mut scan) = (0, 0);
+        loop {
+            while spans.len() < self.max_lines {
+                let Some(at) = data
+                    .get(scan..)
+                    .and_then(|rest| memchr::memchr(b'\n', rest))
+                else {
+                    scan = data.len();
+                    break;
+                };
+                let end = scan + at;
+                if self.skipping || end - start > self.max_bytes {
+                    // Drop the line's bytes so they take no room (rare: a copy of the rest).
+                    self.skipping = false;
+                    data.drain(start..=end);
+                    spans.push(Span::TooLong);
+                } else {
+                    let text_end = if end > start && data.get(end - 1) == Some(&b'\r') {
+                        end - 1
+                    } else {
+                        end
+                    };
+                    spans.push(Span::Text(start..text_end));
+                    start = end + 1;
+                }
+                scan = start;
+            }
+            if spans.len() == self.max_lines {
+                self.pending
+                    .extend_from_slice(data.get(start..).unwrap_or_default());
+                data.truncate(start);
+                break;
+            }
+            // What remains from `start` is an unfinished line: never keep more than the cap.
+            if self.skipping || data.len() - start > self.max_bytes {
+                self.skipping = true;
+                data.truncate(start);
+                scan = start;
+            }
+            if self.eof {
+                if self.skipping {
+                    self.skipping = false;
+                    spans.push(Span::TooLong);
+                } else if start < data.len() {
+                    let end = data.len();
+                    let text_end = if data.get(end - 1) == Some(&b'\r') {
+                        end - 1
+                    } else {
+                        end
+                    };
+                    spans.push(Span::Text(start..text_end));
+                }
+                break;
+            }
+            let read = (&mut self.source).take(READ_CHUNK).read_to_end(&mut data)?;
+            self.eof = read == 0;
+        }
+        Ok(into_block(data, spans))
+    }
+}
+
+/// Checks the block's UTF-8 once as a whole; only if that fails, line by line (a line that is
+/// not UTF-8 becomes [`Span::NotUtf8`] and its bytes are left out).
+fn into_block(data: Vec<u8>, mut spans: Vec<Span>) -> Block {
+    match String::from_utf8(data) {
+        Ok(text) => Block { text, spans },
+        Err(error) => {
+            let data = error.into_bytes();
+            let mut text = String::with_capacity(data.len());
+            for span in &mut spans {
+                let Span::Text(range) = span else { continue };
+                match data.get(range.clone()).map(std::str::from_utf8) {
+                    Some(Ok(line)) => {
+                        let from = text.len();
+                        text.push_str(line);
+                        *range = from..text.len();
+                    }
+                    _ => *span = Span::NotUtf8,
+                }
+            }
+            Block { text, spans }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn shown(block: &[Line]) -> Vec<String> {
+    /// Yields its input a few bytes per read, to split lines across reads.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn shown(block: &Block) -> Vec<String> {
         block
-            .iter()
+            .lines()
             .map(|l| match l {
-                Line::Text(t) => t.clone(),
+                Line::Text(t) => t.to_owned(),
                 Line::TooLong => "<long>".into(),
                 Line::NotUtf8 => "<bin>".into(),
             })
             .collect()
     }
 
+    fn all_blocks(
+        input: &[u8],
+        step: usize,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Vec<Vec<String>> {
+        let mut reader = BlockReader::new(Trickle(input, step), max_lines, max_bytes);
+        let mut blocks = Vec::new();
+        let mut buffer = Vec::new();
+        loop {
+            let block = reader.read_block(buffer).unwrap();
+            if block.is_empty() {
+                return blocks;
+            }
+            blocks.push(shown(&block));
+            buffer = block.into_buffer();
+        }
+    }
+
     #[test]
     fn lines_are_split_bounded_and_the_tail_is_kept() {
         let input = b"a\nbbbbbbbbbb\r\n\n\xff\xfe\ndd\r\neeeee\nffffff\nc";
         let expected = ["a", "<long>", "", "<bin>", "dd", "eeeee", "<long>", "c"];
-        // A tiny reader buffer splits lines across fills; a large one holds whole lines.
-        for capacity in [3, 64] {
-            let mut reader = io::BufReader::with_capacity(capacity, &input[..]);
-            let block = read_block(&mut reader, 10, 5).unwrap();
-            assert_eq!(shown(&block), expected, "reader buffer {capacity}");
-            assert!(read_block(&mut reader, 10, 5).unwrap().is_empty());
+        // Every read size: lines split across reads, or many lines in one read.
+        for step in 1..=input.len() {
+            assert_eq!(
+                all_blocks(input, step, 10, 5),
+                [expected],
+                "read size {step}"
+            );
         }
     }
 
     #[test]
     fn a_block_stops_at_max_lines_and_the_next_one_continues() {
         let input = b"1\n2\n3\n4\n5\n";
-        let mut reader = io::BufReader::with_capacity(4, &input[..]);
-        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["1", "2"]);
-        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["3", "4"]);
-        assert_eq!(shown(&read_block(&mut reader, 2, 5).unwrap()), ["5"]);
-        assert!(read_block(&mut reader, 2, 5).unwrap().is_empty());
+        for step in 1..=input.len() {
+            assert_eq!(
+                all_blocks(input, step, 2, 5),
+                [vec!["1", "2"], vec!["3", "4"], vec!["5"]],
+                "read size {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn edge_cases_agree_with_a_simple_split() {
+        // Every input over a small alphabet up to length 7, against `split('\n')`.
+        let alphabet: [&[u8]; 4] = [b"a", b"\n", b"\r", b"\xff"];
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut frontier = inputs.clone();
+        for _ in 0..7 {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| [s.as_slice(), c].concat()))
+                .collect();
+            inputs.extend(frontier.iter().cloned());
+        }
+        let max_bytes = 3;
+        for input in inputs {
+            let mut pieces: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            if pieces.last().is_some_and(|p| p.is_empty()) {
+                pieces.pop();
+            }
+            let expected: Vec<String> = pieces
+                .iter()
+                .map(|line| {
+                    if line.len() > max_bytes {
+                        "<long>".to_owned()
+                    } else {
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        std::str::from_utf8(line).map_or("<bin>".to_owned(), str::to_owned)
+                    }
+                })
+                .collect();
+            for step in [1, 2, 3, 64] {
+                let got: Vec<String> = all_blocks(&input, step, 2, max_bytes).concat();
+                assert_eq!(got, expected, "{input:?} read size {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_never_holds_an_over_long_line() {
+        // One line of 10 MB among short ones: the block keeps only the short ones' bytes.
+        let mut input = b"x\n".to_vec();
+        input.extend(std::iter::repeat_n(b'y', 10 << 20));
+        input.extend_from_slice(b"\nz\n");
+        let mut reader = BlockReader::new(&input[..], 8, 100);
+        let block = reader.read_block(Vec::new()).unwrap();
+        assert_eq!(shown(&block), ["x", "<long>", "z"]);
+        assert!(block.text.capacity() < 2 * READ_CHUNK as usize + 200);
     }
 }

@@ -11,7 +11,7 @@
 //! store spans the whole run, without a start-up watermark since "now" may be `--at`).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +21,7 @@ use std::thread;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::lines::{Line, read_block};
+use super::lines::{Block, BlockReader, Line};
 use super::{SignatureArgs, VerifyArgs};
 use crate::b64;
 use crate::replay::{MemoryReplayStore, ReplayConfig};
@@ -101,16 +101,12 @@ impl RunStats {
     }
 }
 
-fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead + Send>> {
+fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     Ok(match path {
-        None => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
-        Some(path) if path.as_os_str() == "-" => {
-            Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
-        }
+        None => Box::new(io::stdin()),
+        Some(path) if path.as_os_str() == "-" => Box::new(io::stdin()),
         Some(path) => {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            Box::new(BufReader::with_capacity(1 << 20, file))
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
         }
     })
 }
@@ -129,21 +125,24 @@ const BLOCKS_PER_THREAD: usize = 3;
 /// memory however long the input. Returns the number of lines read.
 fn pipeline<T: Send>(
     engine: &Engine,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     block_lines: usize,
     max_line_bytes: usize,
-    work: impl Fn(Vec<Line>) -> T + Sync,
+    work: impl Fn(&Block) -> T + Sync,
     mut render: impl FnMut(T, &mut Vec<u8>) + Send,
 ) -> Result<u64> {
-    let (line_tx, line_rx): (SyncSender<Vec<Line>>, Receiver<Vec<Line>>) = sync_channel(2);
+    let (line_tx, line_rx): (SyncSender<Block>, Receiver<Block>) = sync_channel(2);
+    // Finished blocks' buffers go back to the reader, so a run reuses a few of them.
+    let (spare_tx, spare_rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) =
+        sync_channel(BLOCKS_PER_THREAD * engine.threads() + 2);
     // One receiver per block, in input order.
     let (order_tx, order_rx): (SyncSender<Receiver<T>>, Receiver<Receiver<T>>) =
         sync_channel(BLOCKS_PER_THREAD * engine.threads());
     thread::scope(|threads| {
         let reader = threads.spawn(move || -> io::Result<()> {
-            let mut input = input;
+            let mut reader = BlockReader::new(input, block_lines, max_line_bytes);
             loop {
-                let block = read_block(&mut input, block_lines, max_line_bytes)?;
+                let block = reader.read_block(spare_rx.try_recv().unwrap_or_default())?;
                 if block.is_empty() || line_tx.send(block).is_err() {
                     return Ok(());
                 }
@@ -168,12 +167,15 @@ fn pipeline<T: Send>(
             for block in line_rx {
                 lines += block.len() as u64;
                 let (done_tx, done_rx) = sync_channel(1);
+                let spare_tx = spare_tx.clone();
                 // Blocks here while the writer is that many blocks behind; fails if it quit.
                 if order_tx.send(done_rx).is_err() {
                     break;
                 }
                 scope.spawn_fifo(move |_| {
-                    let _ = done_tx.send(work(block));
+                    let _ = done_tx.send(work(&block));
+                    // If the reader has enough spares (or has finished), the buffer is freed.
+                    let _ = spare_tx.try_send(block.into_buffer());
                 });
             }
         });
@@ -191,7 +193,7 @@ fn pipeline<T: Send>(
 }
 
 /// A line may hold the presentation as is, or as a JSON string.
-fn presentation_text(line: &Line) -> Result<std::borrow::Cow<'_, str>, Rejection> {
+fn presentation_text(line: Line<'_>) -> Result<std::borrow::Cow<'_, str>, Rejection> {
     let malformed = |detail| Rejection::new(Outcome::Malformed, detail);
     match line {
         Line::TooLong => Err(malformed("presentation exceeds the size limit")),
@@ -253,7 +255,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
         max_line,
         |block| {
             let texts: Vec<Result<std::borrow::Cow<'_, str>, Rejection>> =
-                block.iter().map(presentation_text).collect();
+                block.lines().map(presentation_text).collect();
             let presentations: Vec<&str> =
                 texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
             let now = args.at.unwrap_or_else(unix_now);
@@ -324,7 +326,7 @@ impl From<Result<(), SignatureError>> for SignatureResult {
 }
 
 /// Decodes one signature line; `None` means malformed.
-fn signature_input(line: &Line) -> Option<SignatureInput> {
+fn signature_input(line: Line<'_>) -> Option<SignatureInput> {
     let Line::Text(text) = line else { return None };
     let parsed: SignatureLine = serde_json::from_str(text).ok()?;
     Some(SignatureInput {
@@ -344,7 +346,7 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
         verifier.engine().items_per_batch(1),
         1 << 20,
         |block| {
-            let inputs: Vec<Option<SignatureInput>> = block.iter().map(signature_input).collect();
+            let inputs: Vec<Option<SignatureInput>> = block.lines().map(signature_input).collect();
             let usable: Vec<SignatureInput> = inputs
                 .iter()
                 .map(|i| i.clone().unwrap_or_default())

@@ -72,10 +72,12 @@ pub enum Audiences {
 }
 
 impl Audiences {
-    fn accepts(&self, claimed: &[String]) -> bool {
+    fn accepts(&self, claimed: &[presentation::Text]) -> bool {
         match self {
             Audiences::Any => true,
-            Audiences::Only(allowed) => claimed.iter().any(|aud| allowed.contains(aud)),
+            Audiences::Only(allowed) => claimed
+                .iter()
+                .any(|aud| allowed.iter().any(|a| a.as_str() == aud.as_str())),
         }
     }
 }
@@ -620,7 +622,7 @@ fn queue_holder_signature(
     let HolderKey::Key(key) = holder_key else {
         return Err("no usable cnf.jwk to check the KB-JWT against");
     };
-    if sd_hash.is_none_or(|digest| kb.claims.sd_hash.as_bytes() != digest.as_slice()) {
+    if sd_hash.is_none_or(|digest| kb.claims.sd_hash.as_ref() != Some(digest)) {
         return Err("KB-JWT sd_hash does not match the presentation");
     }
     let signature = kb.signature.as_ref().ok_or("KB-JWT signature fails")?;

@@ -19,6 +19,10 @@ use super::signature::CheckedKey;
 use super::skeleton::{self, Container, Digest, SdObject};
 use crate::b64;
 
+/// A short owned string (claims, `kid`, `typ`, nonces): kept inline up to 24 bytes, so typical
+/// values cost no allocation to read, clone or drop.
+pub type Text = compact_str::CompactString;
+
 /// Size limits of SPEC §1 (configurable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -69,20 +73,20 @@ impl HolderKey {
 /// The claims idgate decides on, lifted out of the issuer payload.
 #[derive(Clone, Debug)]
 pub struct CredentialClaims {
-    pub iss: String,
+    pub iss: Text,
     pub iat: i64,
     pub exp: i64,
     pub nbf: Option<i64>,
-    pub vct: String,
-    pub sub: String,
-    pub jti: String,
+    pub vct: Text,
+    pub sub: Text,
+    pub jti: Text,
     pub holder_key: HolderKey,
 }
 
 /// A parsed issuer-signed JWT. Immutable once built, so it can be cached and shared.
 #[derive(Clone, Debug)]
 pub struct IssuerJwt {
-    pub kid: String,
+    pub kid: Text,
     /// Header `alg` is EdDSA/Ed25519 and `_sd_alg` is sha-256 (or absent).
     pub algorithms_supported: bool,
     pub claims: CredentialClaims,
@@ -113,9 +117,10 @@ pub struct Disclosure<'a> {
 #[derive(Clone, Debug)]
 pub struct KbClaims {
     pub iat: i64,
-    pub audiences: Vec<String>,
-    pub nonce: String,
-    pub sd_hash: String,
+    pub audiences: Vec<Text>,
+    pub nonce: Text,
+    /// The claimed `sd_hash`; `None` when it is not 43 characters, so cannot match any digest.
+    pub sd_hash: Option<Digest>,
 }
 
 /// A KB-JWT that parsed (its signature and `sd_hash` are checked later).
@@ -203,8 +208,8 @@ fn jws_segments(text: &str) -> Option<(&str, &str, &str)> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Header {
     alg_supported: bool,
-    typ: Option<Box<str>>,
-    kid: Option<Box<str>>,
+    typ: Option<Text>,
+    kid: Option<Text>,
     crit: bool,
 }
 
@@ -214,8 +219,8 @@ impl Header {
             let header = parse_object(bytes, limits, 1)?.shape;
             Ok(Header {
                 alg_supported: is_supported_alg(&header),
-                typ: header.field("typ").and_then(Shape::as_str).map(Box::from),
-                kid: header.field("kid").and_then(Shape::as_str).map(Box::from),
+                typ: header.field("typ").and_then(Shape::as_str).map(Text::from),
+                kid: header.field("kid").and_then(Shape::as_str).map(Text::from),
                 crit: header.field("crit").is_some(),
             })
         };
@@ -344,8 +349,8 @@ impl<'p, 'de> Registered<'p, 'de> {
     }
 }
 
-fn text_claim(value: Option<&Shape<'_>>) -> Option<String> {
-    value.and_then(Shape::as_str).map(str::to_owned)
+fn text_claim(value: Option<&Shape<'_>>) -> Option<Text> {
+    value.and_then(Shape::as_str).map(Text::from)
 }
 
 /// Parses the issuer-signed JWT (checks 1–2 for this part).
@@ -413,7 +418,7 @@ pub fn parse_issuer(text: &str, limits: &Limits) -> Result<IssuerJwt, Rejection>
         (None, _) => Err("payload is not an object"),
     };
     Ok(IssuerJwt {
-        kid: kid.to_owned(),
+        kid: Text::from(kid),
         algorithms_supported,
         claims: CredentialClaims {
             iss,
@@ -585,21 +590,21 @@ fn key_binding_claims(payload: &Shape<'_>, header: &Header) -> Result<KbClaims, 
         .and_then(Shape::as_date)
         .ok_or("KB-JWT iat missing or not a number")?;
     let audiences = match payload.field("aud") {
-        Some(Shape::Str(aud)) => vec![aud.to_string()],
+        Some(Shape::Str(aud)) => vec![Text::from(aud.as_ref())],
         Some(Shape::Items(items))
             if !items.is_empty() && items.iter().all(|i| i.as_str().is_some()) =>
         {
             items
                 .iter()
                 .filter_map(Shape::as_str)
-                .map(str::to_owned)
+                .map(Text::from)
                 .collect()
         }
         _ => return Err("KB-JWT aud missing or not a string"),
     };
     let (Some(nonce), Some(sd_hash)) = (
         text_claim(payload.field("nonce")),
-        text_claim(payload.field("sd_hash")),
+        payload.field("sd_hash").and_then(Shape::as_str),
     ) else {
         return Err("KB-JWT nonce or sd_hash missing");
     };
@@ -610,7 +615,7 @@ fn key_binding_claims(payload: &Shape<'_>, header: &Header) -> Result<KbClaims, 
         iat,
         audiences,
         nonce,
-        sd_hash,
+        sd_hash: Digest::try_from(sd_hash.as_bytes()).ok(),
     })
 }
 
