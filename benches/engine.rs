@@ -341,7 +341,7 @@ fn issuer_cache(c: &mut Criterion) {
     let moka_new = || {
         moka::sync::Cache::<[u8; 32], Arc<presentation::IssuerJwt>>::builder()
             .max_capacity(64 << 20)
-            .weigher(|_, v: &Arc<presentation::IssuerJwt>| (v.payload_json.len() * 2 + 512) as u32)
+            .weigher(|_, v: &Arc<presentation::IssuerJwt>| (v.payload_len * 2 + 512) as u32)
             .build()
     };
     group.bench_function("moka_miss_insert", |b| {

@@ -421,6 +421,45 @@ fn a_cached_credential_still_gets_every_per_presentation_check() {
     assert_eq!(harness.outcome(&shown), Outcome::Replayed);
 }
 
+#[test]
+fn a_cached_credential_returns_the_same_claims_as_its_first_showing() {
+    // The cache keeps no payload text: claims of a cached credential are rebuilt from the
+    // presentation's own issuer JWT, so they must equal the first, uncached result — for every
+    // selection of disclosures.
+    let mut scheme = Scheme::new(12);
+    let harness = Harness::new(&scheme);
+    let holder = scheme.holder();
+    let credential = scheme.issuer.issue(
+        &mut scheme.rng,
+        &CredentialSpec::id_card("1", "c1", NOW - 10, Some(holder.public_key())),
+    );
+    let selections: [Option<&[&str]>; 3] = [None, Some(&["given_name"]), Some(&[])];
+    let mut first = None;
+    for reveal in selections {
+        let mut claims = Vec::new();
+        for _showing in 0..2 {
+            let kb = scheme.kb();
+            let presentation = holder.present(&credential, reveal, &kb);
+            let verdict = harness
+                .check_with(&[presentation], true, &harness.revocations)
+                .remove(0);
+            assert_eq!(verdict.outcome, Outcome::Valid, "{:?}", verdict.detail);
+            claims.push(verdict.claims.expect("claims requested"));
+        }
+        assert_eq!(
+            claims[0], claims[1],
+            "cached vs first showing, reveal {reveal:?}"
+        );
+        let all = first.get_or_insert_with(|| claims[0].clone());
+        if reveal == Some(&[]) {
+            assert_ne!(
+                &claims[0], all,
+                "hiding every disclosure must change the claims"
+            );
+        }
+    }
+}
+
 // ---- robustness -----------------------------------------------------------------------------
 
 proptest! {

@@ -25,14 +25,14 @@ use super::presentation::IssuerJwt;
 /// Default memory budget for cached issuer JWTs.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Approximate memory of one cached JWT: its kept payload text, claims, skeleton and the cache's
-/// own overhead (measured as resident memory growth: about 3× the payload plus 1 KiB).
+/// Approximate memory of one cached JWT: its claims, skeleton and the cache's own overhead
+/// (estimated as twice the decoded payload's length plus 1 KiB; the payload itself is not kept).
 #[derive(Clone, Copy, Debug, Default)]
 struct Footprint;
 
 impl quick_cache::Weighter<[u8; 32], Arc<IssuerJwt>> for Footprint {
     fn weight(&self, _key: &[u8; 32], jwt: &Arc<IssuerJwt>) -> u64 {
-        (jwt.payload_json.len() * 3 + 1024) as u64
+        (jwt.payload_len * 2 + 1024) as u64
     }
 }
 
@@ -57,8 +57,8 @@ impl IssuerCache {
     /// A cache holding roughly `max_bytes` of parsed JWTs; 0 disables caching.
     pub fn new(max_bytes: u64) -> IssuerCache {
         let options = quick_cache::OptionsBuilder::new()
-            // Typical entries weigh about 2.5 KiB.
-            .estimated_items_capacity((max_bytes / 2560).max(16) as usize)
+            // Typical entries weigh about 2 KiB.
+            .estimated_items_capacity((max_bytes / 2048).max(16) as usize)
             .weight_capacity(max_bytes)
             .build();
         // Invalid options (only a zero capacity) mean no cache, which is always correct.

@@ -451,7 +451,13 @@ impl Verifier {
         let key_binding = presentation::parse_key_binding(parts.kb_jwt, limits)?;
         // Disclosure processing can hit the depth limit (check 1), so it runs before check 2.
         let disclosed = match &disclosures {
-            Ok(disclosures) => process_disclosures(&issuer, disclosures, limits, return_claims)?,
+            Ok(disclosures) => process_disclosures(
+                &issuer,
+                parts.issuer_jwt,
+                disclosures,
+                limits,
+                return_claims,
+            )?,
             Err(detail) => Err(Rejection::new(Outcome::DisclosureInvalid, detail)),
         };
         if !issuer.algorithms_supported {
@@ -588,6 +594,7 @@ pub struct SignatureInput {
 /// at once, the inner one a `disclosure_invalid` to report in order.
 fn process_disclosures(
     issuer: &IssuerJwt,
+    issuer_jwt: &str,
     disclosures: &[Disclosure<'_>],
     limits: &Limits,
     build: bool,
@@ -599,8 +606,12 @@ fn process_disclosures(
     let checked =
         disclosure::validate(payload, disclosures, limits.max_json_depth).and_then(|()| {
             if build {
-                disclosure::build_claims(&issuer.payload_json, disclosures, limits.max_json_depth)
-                    .map(Some)
+                // `issuer` was parsed from (or cached under the digest of) these exact bytes.
+                let payload = presentation::decode_payload(issuer_jwt).ok_or(Rejection::new(
+                    Outcome::Malformed,
+                    "issuer JWT payload is not base64url",
+                ))?;
+                disclosure::build_claims(&payload, disclosures, limits.max_json_depth).map(Some)
             } else {
                 Ok(None)
             }

@@ -92,8 +92,10 @@ pub struct IssuerJwt {
     pub claims: CredentialClaims,
     /// The payload's skeleton for disclosure validation, or the check-8 problem found in it.
     pub sd: Result<SdObject, &'static str>,
-    /// The decoded payload JSON; parsed again into a full tree only when claims are requested.
-    pub payload_json: Box<[u8]>,
+    /// Length of the decoded payload JSON (the cache weighs entries by it). The payload itself
+    /// is not kept: when claims are requested it is decoded again from the presentation, whose
+    /// issuer JWT is byte for byte the one parsed here (the cache key is its SHA-256).
+    pub payload_len: usize,
     /// The signature, if it is 64 bytes of base64url (otherwise `bad_signature`, rule 1 of §2).
     pub signature: Option<[u8; 64]>,
     /// Length of `header.payload`, the JWS signing input, within the issuer JWT text.
@@ -186,6 +188,13 @@ pub fn split<'a>(presentation: &'a str, limits: &Limits) -> Result<Parts<'a>, Re
         sd_hash_input,
         kb_jwt,
     })
+}
+
+/// The decoded payload of a compact JWS (`None` if it is not three segments with a base64url
+/// payload).
+pub fn decode_payload(jws: &str) -> Option<Vec<u8>> {
+    let (_, payload, _) = jws_segments(jws)?;
+    b64::decode(payload).ok()
 }
 
 /// Splits compact JWS text into its three segments.
@@ -431,7 +440,7 @@ pub fn parse_issuer(text: &str, limits: &Limits) -> Result<IssuerJwt, Rejection>
             holder_key,
         },
         sd,
-        payload_json: payload_json.into_boxed_slice(),
+        payload_len: payload_json.len(),
         signature: b64::decode_array::<64>(signature_b64),
         signing_input_len: header_b64.len() + 1 + payload_b64.len(),
     })
