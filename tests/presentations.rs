@@ -284,6 +284,12 @@ fn disclosure_rule_violations_are_each_refused() {
     let sub_again = mint::disclosure(&mut scheme.rng, "sub", &json!("999"));
     let twin = mint::disclosure(&mut scheme.rng, "given_name", &json!("Eve"));
     let not_array = idgate::b64::encode(r#"{"a":1}"#);
+    // Arrays of other lengths than 2 (element) and 3 (property) are not disclosures.
+    let sized = |items: Value| idgate::b64::encode(items.to_string());
+    let empty = sized(json!([]));
+    let one = sized(json!(["salt-only-1234567890"]));
+    let four = sized(json!(["salt-4-1234567890", "given_name", "Ada", "extra"]));
+    let five = sized(json!(["salt-5-1234567890", "given_name", "Ada", {"a": [1]}, "x"]));
     let cases: Vec<(&str, Value, Vec<String>)> = vec![
         (
             "digest listed twice",
@@ -327,6 +333,26 @@ fn disclosure_rule_violations_are_each_refused() {
             vec![not_array],
         ),
         ("disclosure not base64url", json!({}), vec!["!!!".into()]),
+        (
+            "empty array",
+            json!({"_sd": [mint::digest(&empty)]}),
+            vec![empty],
+        ),
+        (
+            "one element",
+            json!({"list": [{"...": mint::digest(&one)}]}),
+            vec![one],
+        ),
+        (
+            "four elements",
+            json!({"_sd": [mint::digest(&four)]}),
+            vec![four],
+        ),
+        (
+            "five elements",
+            json!({"_sd": [mint::digest(&five)]}),
+            vec![five],
+        ),
     ];
     for (label, extra, disclosures) in cases {
         let presentation = present_raw(&mut scheme, extra, &disclosures);
