@@ -93,11 +93,7 @@ pub fn parse(bytes: &[u8], max_depth: usize, capture: usize) -> Result<Extracted
 /// ordinary object value).
 #[derive(Debug)]
 pub struct DisclosureParts<'de> {
-    /// The first three elements, each with its skeleton if it is a container (a disclosure has
-    /// two or three; later ones are parsed, then dropped).
-    pub elements: [Option<(Shape<'de>, Option<Container>)>; 3],
-    /// How many elements the array has.
-    pub count: usize,
+    pub elements: Vec<(Shape<'de>, Option<Container>)>,
     /// The first disclosure-rule problem met inside (nested `_sd` and the like).
     pub problem: Option<&'static str>,
 }
@@ -114,20 +110,15 @@ pub fn parse_disclosure(
         parser.end()?;
         return Ok(None);
     }
-    let mut elements = [None, None, None];
-    let mut count = 0;
+    let mut elements = Vec::with_capacity(3);
     parser.sequence(max_depth, 1, |parser, depth_left, capture| {
         let item = parser.value(depth_left, capture)?;
-        if let Some(slot) = elements.get_mut(count) {
-            *slot = Some((item.shape, item.container));
-        }
-        count += 1;
+        elements.push((item.shape, item.container));
         Ok(())
     })?;
     parser.end()?;
     Ok(Some(DisclosureParts {
         elements,
-        count,
         problem: parser.problem,
     }))
 }

@@ -497,10 +497,15 @@ fn read_disclosure<'a>(
             JsonError::Invalid => DisclosureError::Invalid("disclosure is not JSON"),
         })?
         .ok_or(DisclosureError::Invalid("disclosure is not a JSON array"))?;
-    let [first, second, third] = parts.elements;
-    let (salt, name, value) = match (parts.count, first, second, third) {
-        (3, Some(salt), Some(name), Some(value)) => (salt, Some(name), value),
-        (2, Some(salt), Some(value), None) => (salt, None, value),
+    let mut elements = parts.elements.into_iter();
+    let (salt, name, value) = match (
+        elements.next(),
+        elements.next(),
+        elements.next(),
+        elements.next(),
+    ) {
+        (Some(salt), Some(name), Some(value), None) => (salt, Some(name), value),
+        (Some(salt), Some(value), None, None) => (salt, None, value),
         _ => {
             return Err(DisclosureError::Invalid(
                 "disclosure is not a 2- or 3-element array",
