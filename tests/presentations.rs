@@ -83,6 +83,15 @@ impl Harness {
     fn outcome(&self, presentation: &str) -> Outcome {
         self.check(&[presentation.to_string()])[0].outcome
     }
+
+    /// Signatures the engine has verified so far.
+    fn signatures(&self) -> u64 {
+        self.verifier
+            .engine()
+            .stats()
+            .signatures
+            .load(Ordering::Relaxed)
+    }
 }
 
 #[test]
@@ -388,41 +397,27 @@ fn a_cached_credential_costs_one_signature_and_a_trust_change_empties_the_cache(
         &mut scheme.rng,
         &CredentialSpec::id_card("1", "c1", NOW - 10, Some(holder.public_key())),
     );
-    let signatures = || {
-        harness
-            .verifier
-            .engine()
-            .stats()
-            .signatures
-            .load(Ordering::Relaxed)
-    };
     let mut show = |harness: &Harness| {
         let kb = scheme.kb();
         harness.outcome(&holder.present(&credential, None, &kb))
     };
-    let before = signatures();
+    let before = harness.signatures();
     assert_eq!(show(&harness), Outcome::Valid);
-    assert_eq!(signatures() - before, 2, "first showing: issuer + holder");
-    let before = signatures();
-    assert_eq!(show(&harness), Outcome::Valid);
-    assert_eq!(signatures() - before, 1, "second showing: holder only");
-    let before = reloaded
-        .verifier
-        .engine()
-        .stats()
-        .signatures
-        .load(Ordering::Relaxed);
-    assert_eq!(show(&reloaded), Outcome::Valid);
     assert_eq!(
-        reloaded
-            .verifier
-            .engine()
-            .stats()
-            .signatures
-            .load(Ordering::Relaxed)
-            - before,
-        2
+        harness.signatures() - before,
+        2,
+        "first showing: issuer + holder"
     );
+    let before = harness.signatures();
+    assert_eq!(show(&harness), Outcome::Valid);
+    assert_eq!(
+        harness.signatures() - before,
+        1,
+        "second showing: holder only"
+    );
+    let before = reloaded.signatures();
+    assert_eq!(show(&reloaded), Outcome::Valid);
+    assert_eq!(reloaded.signatures() - before, 2);
 }
 
 #[test]
@@ -475,14 +470,6 @@ fn a_cached_credential_returns_the_same_claims_as_its_first_showing() {
         &mut scheme.rng,
         &CredentialSpec::id_card("1", "c1", NOW - 10, Some(holder.public_key())),
     );
-    let signatures = |harness: &Harness| {
-        harness
-            .verifier
-            .engine()
-            .stats()
-            .signatures
-            .load(Ordering::Relaxed)
-    };
     let claims_of = |harness: &Harness, presentation: &str| {
         let verdict = harness
             .check_with(&[presentation.to_owned()], true, &harness.revocations)
@@ -498,10 +485,10 @@ fn a_cached_credential_returns_the_same_claims_as_its_first_showing() {
     for reveal in selections {
         let kb = scheme.kb();
         let presentation = holder.present(&credential, reveal, &kb);
-        let before = signatures(&cached);
+        let before = cached.signatures();
         let from_cache = claims_of(&cached, &presentation);
         assert_eq!(
-            signatures(&cached) - before,
+            cached.signatures() - before,
             1,
             "served from the cache (holder signature only)"
         );

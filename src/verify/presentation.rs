@@ -121,7 +121,7 @@ pub struct KbClaims {
     pub iat: i64,
     pub audiences: Vec<Text>,
     pub nonce: Text,
-    /// The claimed `sd_hash`; `None` when it is not 43 characters, so cannot match any digest.
+    /// The claimed `sd_hash`; `None` when it is not 43 bytes long, so cannot match any digest.
     pub sd_hash: Option<Digest>,
 }
 
