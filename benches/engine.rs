@@ -245,6 +245,32 @@ fn parse_parts(c: &mut Criterion) {
                 .count()
         })
     });
+    // k = SHA-512(R ‖ A ‖ M) for the issuer signature (R ‖ A stand-in: 64 bytes), by the sha2
+    // crate (what zebra and dalek use) and by ring (what `SignatureJob::new` uses).
+    let signing_inputs: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|p| {
+            let (input, _) = p.issuer_jwt.rsplit_once('.').expect("signature");
+            [&[7u8; 64][..], input.as_bytes()].concat()
+        })
+        .collect();
+    group.bench_function("sha512_sha2", |b| {
+        b.iter(|| {
+            use sha2::Digest;
+            signing_inputs
+                .iter()
+                .map(|m| sha2::Sha512::digest(m)[0] as usize)
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("sha512_ring", |b| {
+        b.iter(|| {
+            signing_inputs
+                .iter()
+                .map(|m| ring::digest::digest(&ring::digest::SHA512, m).as_ref()[0] as usize)
+                .sum::<usize>()
+        })
+    });
     group.bench_function("digests", |b| {
         b.iter(|| {
             parts

@@ -491,6 +491,38 @@ fn read_disclosure<'a>(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<Disclosure<'a>, DisclosureError> {
+    match extract::parse_plain_disclosure(bytes, limits.max_json_depth) {
+        Some(plain) => Ok(Disclosure {
+            digest: disclosure_digest(text),
+            name: plain.name.map(claim_name).transpose()?,
+            value: plain.value,
+            text,
+        }),
+        None => read_disclosure_in_general(text, bytes, limits),
+    }
+}
+
+/// base64url(SHA-256(disclosure text)): the digest the payload refers to.
+fn disclosure_digest(text: &str) -> Digest {
+    b64::encode_digest(&Sha256::digest(text.as_bytes()).into())
+}
+
+/// A claim name's hash, unless the name is reserved.
+fn claim_name(name: &str) -> Result<u64, DisclosureError> {
+    if name == "_sd" || name == "..." {
+        return Err(DisclosureError::Invalid(
+            "disclosure uses a reserved claim name",
+        ));
+    }
+    Ok(skeleton::name_hash(name))
+}
+
+/// Any disclosure, through the general parser (the reference for the fast path above).
+fn read_disclosure_in_general<'a>(
+    text: &'a str,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Disclosure<'a>, DisclosureError> {
     let parts = extract::parse_disclosure(bytes, limits.max_json_depth)
         .map_err(|e| match e {
             JsonError::TooDeep => DisclosureError::TooDeep,
@@ -517,12 +549,7 @@ fn read_disclosure<'a>(
     }
     let name = match &name {
         None => None,
-        Some((Shape::Str(name), _)) if name == "_sd" || name == "..." => {
-            return Err(DisclosureError::Invalid(
-                "disclosure uses a reserved claim name",
-            ));
-        }
-        Some((Shape::Str(name), _)) => Some(skeleton::name_hash(name)),
+        Some((Shape::Str(name), _)) => Some(claim_name(name)?),
         Some(_) => {
             return Err(DisclosureError::Invalid(
                 "disclosure claim name is not a string",
@@ -532,9 +559,8 @@ fn read_disclosure<'a>(
     if let Some(problem) = parts.problem {
         return Err(DisclosureError::Invalid(problem));
     }
-    let digest = b64::encode_digest(&Sha256::digest(text.as_bytes()).into());
     Ok(Disclosure {
-        digest,
+        digest: disclosure_digest(text),
         name,
         value: value.1,
         text,
@@ -727,5 +753,118 @@ mod tests {
             let expected = (pieces.len() == 3).then(|| (pieces[0], pieces[1], pieces[2]));
             assert_eq!(jws_segments(&text), expected, "{text:?}");
         }
+    }
+
+    /// What a disclosure read gives, in comparable form.
+    fn reading(
+        result: Result<Disclosure<'_>, DisclosureError>,
+    ) -> Result<(Digest, Option<u64>, Option<Container>), String> {
+        match result {
+            Ok(d) => Ok((d.digest, d.name, d.value)),
+            Err(DisclosureError::TooDeep) => Err("too deep".into()),
+            Err(DisclosureError::Invalid(detail)) => Err(detail.into()),
+        }
+    }
+
+    /// Pieces of disclosures: plain and escaped strings, reserved names, non-strings, nested
+    /// containers with and without `_sd` problems, duplicate keys, multi-byte characters.
+    const ELEMENTS: [&str; 16] = [
+        r#""salt""#,
+        r#""given_name""#,
+        r#""_sd""#,
+        r#""...""#,
+        r#""name""#,
+        r#""a"b""#,
+        r#""""#,
+        r#""é""#,
+        "42",
+        "-0.5e3",
+        "true",
+        "null",
+        r#"{"_sd":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"],"a":{"b":[1,{"...":"x"}]}}"#,
+        r#"{"_sd":5}"#,
+        r#"[{"...":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},[[]]]"#,
+        r#"{"k":1,"k":2}"#,
+    ];
+    const SEPARATORS: [&str; 4] = [",", ", ", " ,", ",\n"];
+
+    fn arb_disclosure() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec((0..ELEMENTS.len(), 0..SEPARATORS.len()), 0..5),
+            prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            prop::sample::select(vec!["", " ", "x"]),
+        )
+            .prop_map(|(elements, mutation, tail)| {
+                let body: Vec<String> = elements
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(e, sep))| {
+                        let sep = if i == 0 { "" } else { SEPARATORS[sep] };
+                        format!("{sep}{}", ELEMENTS[e])
+                    })
+                    .collect();
+                let mut bytes = format!("[{}]{tail}", body.concat()).into_bytes();
+                if let Some((at, byte)) = mutation {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                bytes
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The fast path gives exactly what the general parser gives, errors included.
+        #[test]
+        fn plain_disclosures_read_as_the_general_parser_reads_them(
+            bytes in arb_disclosure(),
+            depth in 0usize..5,
+        ) {
+            for max_json_depth in [depth, Limits::default().max_json_depth] {
+                let limits = Limits { max_json_depth, ..Limits::default() };
+                proptest::prop_assert_eq!(
+                    reading(read_disclosure("text", &bytes, &limits)),
+                    reading(read_disclosure_in_general("text", &bytes, &limits)),
+                    "{:?} at depth {}", String::from_utf8_lossy(&bytes), max_json_depth
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn usual_disclosures_take_the_fast_path() {
+        let depth = Limits::default().max_json_depth;
+        for (text, name) in [
+            (
+                r#"["hkp8hUNbGP9rf1HF5vlhUA","given_name","Amina"]"#,
+                Some("given_name"),
+            ),
+            (r#"["s","age",42]"#, Some("age")),
+            (r#"["s","address",{"_sd":[]}]"#, Some("address")),
+            (r#"["s","_sd","x"]"#, Some("_sd")),
+            (r#"["s","NG"]"#, None),
+            (r#"["s",{"a":[1]}]"#, None),
+        ] {
+            let plain = extract::parse_plain_disclosure(text.as_bytes(), depth);
+            assert_eq!(plain.map(|p| p.name), Some(name), "{text}");
+        }
+        // Anything else goes the general way.
+        for text in [
+            r#"[ "s","n","v"]"#,
+            r#"["s", "n","v"]"#,
+            r#"["s\u0041","n","v"]"#,
+            r#"["s","n","v","w"]"#,
+            r#"["s","n",{"_sd":5}]"#,
+            r#"["s","n","v"] "#,
+            r#"["s"]"#,
+        ] {
+            assert!(
+                extract::parse_plain_disclosure(text.as_bytes(), depth).is_none(),
+                "{text}"
+            );
+        }
+        assert!(extract::parse_plain_disclosure(br#"["s","n","v"]"#, 0).is_none());
     }
 }

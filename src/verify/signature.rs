@@ -19,7 +19,6 @@
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use sha2::{Digest, Sha512};
 
 use super::batch::{Item, KeyPoint};
 
@@ -218,11 +217,19 @@ impl SignatureJob {
         // Rule 2 was checked on the bytes, so this always succeeds.
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))
             .ok_or(SignatureError::BadSignature)?;
-        let mut hasher = Sha512::new();
-        hasher.update(r);
-        hasher.update(key.bytes);
+        // ring's SHA-512 (assembly) rather than the sha2 crate's: on this project's machine it
+        // hashes an issuer JWT in ~20% less time (`cargo bench --bench engine -- sha512`), and
+        // SHA-512 is the largest cost after the curve. The digest is the same function's output.
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA512);
+        hasher.update(&r);
+        hasher.update(&key.bytes);
         hasher.update(message);
-        let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
+        let digest: [u8; 64] = hasher
+            .finish()
+            .as_ref()
+            .try_into()
+            .map_err(|_| SignatureError::Malformed)?;
+        let k = Scalar::from_bytes_mod_order_wide(&digest);
         Ok(SignatureJob {
             item: Item {
                 r,
