@@ -78,7 +78,8 @@ impl Item {
 
 /// `Σ zᵢ·xᵢ` over the integers, reduced mod ℓ once at the end.
 ///
-/// A batch needs two such sums: the basepoint coefficient `Σ zᵢ·Sᵢ` and, per shared key,
+/// Used for the basepoint's and each shared key's coefficient; a holder key's term is a single
+/// product and stays one scalar multiplication. A batch needs two such sums: the basepoint coefficient `Σ zᵢ·Sᵢ` and, per shared key,
 /// `Σ zᵢ·kᵢ`. Each term reduced on its own costs a scalar multiplication (two Montgomery
 /// reductions) and a modular addition; accumulating the exact products and reducing once costs
 /// eight 64-bit multiplications per term instead.
@@ -115,6 +116,7 @@ impl WideSum {
                 *word = sum;
                 carry = u64::from(overflow);
             }
+            debug_assert_eq!(carry, 0, "a batch sum outgrew 512 bits");
         }
     }
 

@@ -111,7 +111,8 @@ pub struct PlainDisclosure<'de> {
 }
 
 /// Fast path for the usual disclosure: `["salt","name",value]` or `["salt",value]` with no
-/// whitespace around the elements and no escapes in salt or name. Such a disclosure needs no
+/// whitespace around salt and name and no escapes in them (the value is read by the general
+/// value parser, so it may have leading whitespace, escapes and nesting). Such a disclosure needs no
 /// element list and no parsed form of its salt and name, which made [`parse_disclosure`] cost
 /// about twice as much.
 ///
