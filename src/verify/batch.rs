@@ -78,9 +78,9 @@ impl Item {
 
 /// `Σ zᵢ·xᵢ` over the integers, reduced mod ℓ once at the end.
 ///
-/// Used for the basepoint's and each shared key's coefficient; a holder key's term is a single
-/// product and stays one scalar multiplication. A batch needs two such sums: the basepoint coefficient `Σ zᵢ·Sᵢ` and, per shared key,
-/// `Σ zᵢ·kᵢ`. Each term reduced on its own costs a scalar multiplication (two Montgomery
+/// A batch needs two kinds of such sums: the basepoint coefficient `Σ zᵢ·Sᵢ` and, per shared
+/// key, `Σ zᵢ·kᵢ` (a holder key's term is a single product and stays one scalar
+/// multiplication). Each term reduced on its own costs a scalar multiplication (two Montgomery
 /// reductions) and a modular addition; accumulating the exact products and reducing once costs
 /// eight 64-bit multiplications per term instead.
 ///
