@@ -46,9 +46,9 @@ if [ "${1:-}" != quick ]; then
   cargo bench --bench revocations -- --entries 40000000 2>&1 | tee "$out/revocations-40m.txt"
 fi
 
-step "HTTP suite (issues 3, 5): every scenario, ceiling beside it, wrk cross-check, Node comparison"
+step "HTTP suite (issues 3, 5): every scenario, ceiling beside it, wrk cross-check, Node and Go comparisons"
 # A failed check is a finding to report, not a reason to skip the remaining steps.
-./target/release/loadtest --spawn --wrk --compare-node compare/node --json "$out/suite.json" --html "$out/suite.html" \
+./target/release/loadtest --spawn --wrk --compare-node compare/node --compare-go compare/go --json "$out/suite.json" --html "$out/suite.html" \
   2>&1 | tee "$out/suite.txt" || echo "(some checks failed: see $out/suite.txt)"
 
 step "stall test (issue 5): a 1 s SIGSTOP in an open-loop run"

@@ -11,6 +11,7 @@ pub fn request(
     method: &str,
     path: &str,
     token: Option<&str>,
+    content_type: Option<&str>,
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
@@ -20,8 +21,11 @@ pub fn request(
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let kind = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{kind}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;
@@ -39,5 +43,5 @@ pub fn request(
 }
 
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, Vec<u8>)> {
-    request(addr, "GET", path, token, b"")
+    request(addr, "GET", path, token, None, b"")
 }

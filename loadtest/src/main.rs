@@ -121,6 +121,11 @@ struct Args {
     /// both figures side by side.
     #[arg(long, value_name = "DIR", requires = "wrk")]
     compare_node: Option<PathBuf>,
+    /// With --wrk: the same against the Go comparison service in DIR (`compare/go`: net/http +
+    /// crypto/ed25519, SPEC §11; standard library only, built here with `go build`, which needs
+    /// `apt-get install golang-go`).
+    #[arg(long, value_name = "DIR", requires = "wrk")]
+    compare_go: Option<PathBuf>,
     /// With --spawn: start the gateway on a revocation list of this many subject entries
     /// (written as a snapshot first); reports the start-up time to ready and the gateway's
     /// resident memory per entry.
@@ -514,6 +519,7 @@ fn post_revocations(target: &Target, entries: &[Entry]) -> Result<()> {
             "POST",
             "/admin/v1/revocations",
             Some(token),
+            Some("application/jsonl"),
             body.as_bytes(),
         );
         anyhow::ensure!(
@@ -761,6 +767,13 @@ fn run(mut args: Args) -> Result<ExitCode> {
         args.verify_threads
     };
     let issuers = Issuers::new(args.seed);
+    let comparisons: Vec<(wrk::Kind, &std::path::Path)> = [
+        (wrk::Kind::Node, args.compare_node.as_deref()),
+        (wrk::Kind::Go, args.compare_go.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, dir)| Some((kind, dir?)))
+    .collect();
     let mut checks = Vec::new();
 
     let target = if args.spawn {
@@ -1015,9 +1028,8 @@ fn run(mut args: Args) -> Result<ExitCode> {
                         run.requests_per_s,
                         scenario_items(scenario),
                         &name,
-                        args.compare_node
-                            .as_deref()
-                            .map(|dir| (dir, issuers.jwks())),
+                        &comparisons,
+                        &issuers.jwks(),
                     ));
                 }
             }
@@ -1177,7 +1189,8 @@ fn wrk_verify(
     ours: f64,
     items_per_request: usize,
     name: &str,
-    compare_node: Option<(&std::path::Path, serde_json::Value)>,
+    comparisons: &[(wrk::Kind, &std::path::Path)],
+    jwks: &serde_json::Value,
 ) -> Vec<Check> {
     let check_name = format!("wrk agrees within 10% ({name}, closed loop, fresh presentations)");
     let failed = |name: String, detail: String| Check {
@@ -1262,9 +1275,12 @@ fn wrk_verify(
             ),
         },
     ];
-    if let Some((dir, jwks)) = compare_node {
-        let check_name = format!("node fastify+jose, same requests under wrk ({name})");
-        let result = wrk::NodeService::start(dir, &jwks, &target.api_key).and_then(|service| {
+    for &(kind, dir) in comparisons {
+        let label = kind.label();
+        let short = kind.short();
+        let check_name = format!("{label}, same requests under wrk ({name})");
+        let result = wrk::Comparison::start(kind, dir, jwks, &target.api_key).and_then(|service| {
+            service.check_verifies(&bodies[bodies.len() - 1], &target.api_key)?;
             workload.run(
                 &format!("http://{}/v1/verify", service.addr),
                 &target.api_key,
@@ -1273,22 +1289,22 @@ fn wrk_verify(
             )
         });
         checks.push(match result {
-            Ok(node) => {
-                let node_signatures = node.requests_per_s * items_per_request as f64 * 2.0;
+            Ok(other) => {
+                let other_signatures = other.requests_per_s * items_per_request as f64 * 2.0;
                 eprintln!(
-                    "{name}: node fastify+jose under the same wrk run: {:.0} req/s = {node_signatures:.0} signatures/s; idgate / node = {:.2}x",
-                    node.requests_per_s,
-                    idgate_signatures / node_signatures
+                    "{name}: {label} under the same wrk run: {:.0} req/s = {other_signatures:.0} signatures/s; idgate / {short} = {:.2}x",
+                    other.requests_per_s,
+                    idgate_signatures / other_signatures
                 );
                 Check {
                     name: check_name,
-                    passed: node.non_2xx == 0 && node.socket_errors == 0 && node.wrapped == 0,
+                    passed: other.non_2xx == 0 && other.socket_errors == 0 && other.wrapped == 0,
                     detail: format!(
-                        "idgate {idgate_signatures:.0} signatures/s, node {node_signatures:.0} signatures/s: idgate / node = {:.2}x ({} non-2xx, {} socket errors, {} wraps)",
-                        idgate_signatures / node_signatures,
-                        node.non_2xx,
-                        node.socket_errors,
-                        node.wrapped
+                        "idgate {idgate_signatures:.0} signatures/s, {short} {other_signatures:.0} signatures/s: idgate / {short} = {:.2}x ({} non-2xx, {} socket errors, {} wraps)",
+                        idgate_signatures / other_signatures,
+                        other.non_2xx,
+                        other.socket_errors,
+                        other.wrapped
                     ),
                 }
             }

@@ -3,9 +3,10 @@
 //! wrap-around — more requests than bodies — is counted and reported, since a presentation sent
 //! twice is a replay).
 //!
-//! Also runs the same requests against the comparison service of `compare/node` (SPEC §11's
-//! "Node fastify + jose"), so the figure of what one would deploy instead comes from this
-//! machine and this run.
+//! Also runs the same requests against the comparison services of `compare/node` and
+//! `compare/go` (SPEC §11's "Node fastify + jose" and "a Go net/http + crypto/ed25519
+//! service"), so the figures of what one would deploy instead come from this machine and this
+//! run.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -177,21 +178,52 @@ fn parse(text: &str) -> Option<WrkRun> {
     Some(run)
 }
 
-/// The comparison service of `compare/node`, running until dropped.
-pub struct NodeService {
+/// A comparison service: what SPEC §11 says one would deploy instead of idgate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `compare/node`: Node fastify + jose, one cluster worker per core (`npm ci` there first).
+    Node,
+    /// `compare/go`: a standard-library Go net/http + crypto/ed25519 service (built here with
+    /// `go build`, offline).
+    Go,
+}
+
+impl Kind {
+    /// The name checks and printed figures use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Node => "node fastify+jose",
+            Kind::Go => "go net/http+crypto/ed25519",
+        }
+    }
+
+    /// The short name in ratios (`idgate / node`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Node => "node",
+            Kind::Go => "go",
+        }
+    }
+}
+
+/// A comparison service, running until dropped.
+pub struct Comparison {
     child: Child,
     pub addr: SocketAddr,
     _jwks: tempfile::NamedTempFile,
+    /// The Go service's build directory.
+    _build: Option<tempfile::TempDir>,
 }
 
-impl NodeService {
-    /// Starts `node DIR/server.js` (its `npm ci` done) with one worker per core, on a free
-    /// port, trusting `jwks`, accepting `api_key`; waits up to 20 s for `/livez`.
+impl Comparison {
+    /// Starts the service in `dir` on a free port, trusting `jwks`, accepting `api_key`, using
+    /// every core; waits up to 20 s for `/livez`.
     pub fn start(
+        kind: Kind,
         dir: &Path,
         jwks: &serde_json::Value,
         api_key: &str,
-    ) -> Result<NodeService, String> {
+    ) -> Result<Comparison, String> {
         let mut file =
             tempfile::NamedTempFile::new().map_err(|e| format!("no temporary file: {e}"))?;
         file.write_all(jwks.to_string().as_bytes())
@@ -200,23 +232,35 @@ impl NodeService {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut command = Command::new("node");
+        let (mut command, build) = match kind {
+            Kind::Node => {
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let mut command = Command::new("node");
+                command
+                    .arg(dir.join("server.js"))
+                    .env("WORKERS", workers.to_string());
+                (command, None)
+            }
+            Kind::Go => {
+                let build = build_go(dir)?;
+                let command = Command::new(build.path().join("idgate-compare-go"));
+                (command, Some(build))
+            }
+        };
         command
-            .arg(dir.join("server.js"))
             .env("PORT", port.to_string())
             .env("JWKS", file.path())
             .env("API_KEY", api_key)
-            .env("WORKERS", workers.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start node (is Node.js installed?): {e}"))?;
-        let service = NodeService {
+            .map_err(|e| format!("cannot start the {} service: {e}", kind.label()))?;
+        let service = Comparison {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             _jwks: file,
+            _build: build,
         };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
@@ -226,15 +270,80 @@ impl NodeService {
             std::thread::sleep(Duration::from_millis(100));
         }
         Err(format!(
-            "the node service in {} did not answer /livez within 20 s (run `npm ci` there)",
+            "the {} service in {} did not answer /livez within 20 s",
+            kind.label(),
             dir.display()
         ))
     }
+
+    /// Checks that the service verifies: `body` (a `/v1/verify` request of valid presentations)
+    /// must be accepted, and the same body with one holder signature altered refused (a
+    /// service answering 200 to everything would otherwise pass the load run).
+    pub fn check_verifies(&self, body: &[u8], api_key: &str) -> Result<(), String> {
+        let post = |body: &[u8]| {
+            crate::http::request(
+                self.addr,
+                "POST",
+                "/v1/verify",
+                Some(api_key),
+                Some("application/json"),
+                body,
+            )
+            .map(|(status, _)| status)
+            .ok_or("the service did not answer")
+        };
+        let forged = forge(body).ok_or("no presentation to forge in the request")?;
+        match (post(body)?, post(&forged)?) {
+            (200, 422) => Ok(()),
+            (honest, forged) => Err(format!(
+                "expected 200 for valid presentations and 422 for a forged one, got {honest} and {forged}"
+            )),
+        }
+    }
 }
 
-impl Drop for NodeService {
+/// `body` with one signature character of its first presentation's KB-JWT changed.
+fn forge(body: &[u8]) -> Option<Vec<u8>> {
+    let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let first = request.get_mut("presentations")?.get_mut(0)?;
+    let mut text = first.as_str()?.to_owned();
+    // Well inside the last segment (an 86-character signature), away from its padding bits.
+    let at = text.len().checked_sub(10)?;
+    let replacement = if text.as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    text.replace_range(at..=at, replacement);
+    *first = serde_json::Value::String(text);
+    serde_json::to_vec(&request).ok()
+}
+
+/// Builds `compare/go` into a temporary directory: standard library only, no network.
+fn build_go(dir: &Path) -> Result<tempfile::TempDir, String> {
+    let build = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+    let output = Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(build.path().join("idgate-compare-go"))
+        .arg(".")
+        .current_dir(dir)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .map_err(|e| format!("cannot run go (apt-get install golang-go): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "go build in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(build)
+}
+
+impl Drop for Comparison {
     fn drop(&mut self) {
-        // The cluster's workers exit when their primary's IPC channel closes (server.js).
+        // Node's cluster workers exit when their primary's IPC channel closes (server.js).
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -256,5 +365,22 @@ mod tests {
         assert_eq!(run.socket_errors, 5);
         assert_eq!(run.wrapped, 1);
         assert!(parse("wrk: connection refused").is_none());
+    }
+
+    #[test]
+    fn a_forged_request_differs_in_one_signature_character() {
+        let signature = "x".repeat(86);
+        let body =
+            serde_json::json!({"presentations": [format!("h.p.s~d~k.p.{signature}"), "other"]});
+        let body = serde_json::to_vec(&body).unwrap();
+        let forged: serde_json::Value = serde_json::from_slice(&forge(&body).unwrap()).unwrap();
+        let text = forged["presentations"][0].as_str().unwrap();
+        let (head, tail) = text.rsplit_once('.').unwrap();
+        assert_eq!(head, "h.p.s~d~k.p");
+        assert_eq!(tail.len(), 86);
+        assert_eq!(tail.chars().filter(|&c| c != 'x').count(), 1);
+        assert_eq!(tail.as_bytes()[76], b'A');
+        assert_eq!(forged["presentations"][1], "other");
+        assert!(forge(b"{\"presentations\": []}").is_none());
     }
 }

@@ -109,13 +109,14 @@ fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
     assert!(stdout.contains("verify:64") && stdout.contains("status:1000"));
 }
 
-/// `--wrk` on verify:N and the Node comparison service (compare/node, `npm ci` there first;
-/// `.ci/run` installs wrk and the service's packages): every presentation wrk sent is verified
-/// `valid` per the gateway's /metrics, nothing wraps around into replays, and the comparison
-/// service answers every request with all signatures valid.
+/// `--wrk` on verify:N and the comparison services (compare/node, `npm ci` there first;
+/// compare/go, built with Debian's golang-go; `.ci/run` installs wrk, Go and the Node service's
+/// packages): every presentation wrk sent is verified `valid` per the gateway's /metrics,
+/// nothing wraps around into replays, and each comparison service refuses a forged presentation
+/// and answers every wrk request with all signatures valid.
 #[test]
-fn wrk_and_the_node_comparison_run_on_fresh_presentations() {
-    let compare = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compare/node");
+fn wrk_and_the_comparison_services_run_on_fresh_presentations() {
+    let compare = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compare");
     let run = smoke(&[
         "--scenario",
         "verify:1",
@@ -123,7 +124,9 @@ fn wrk_and_the_node_comparison_run_on_fresh_presentations() {
         "--no-ceiling",
         "--wrk",
         "--compare-node",
-        compare.to_str().unwrap(),
+        compare.join("node").to_str().unwrap(),
+        "--compare-go",
+        compare.join("go").to_str().unwrap(),
     ]);
     let stderr = &run.stderr;
     let report = run.report.unwrap_or_else(|| panic!("no report: {stderr}"));
@@ -146,4 +149,7 @@ fn wrk_and_the_node_comparison_run_on_fresh_presentations() {
     let node = check("node fastify+jose");
     assert_eq!(node["passed"], true, "{node}\n{stderr}");
     assert!(node["detail"].as_str().unwrap().contains("idgate / node"));
+    let go = check("go net/http+crypto/ed25519");
+    assert_eq!(go["passed"], true, "{go}\n{stderr}");
+    assert!(go["detail"].as_str().unwrap().contains("idgate / go"));
 }

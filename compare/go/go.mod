@@ -1,0 +1,3 @@
+module idgate/compare/go
+
+go 1.19
