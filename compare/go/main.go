@@ -54,6 +54,8 @@ type result struct {
 
 var b64 = base64.RawURLEncoding
 
+var errUnknownKey = errors.New("unknown_key")
+
 func publicKey(k *jwk) (ed25519.PublicKey, error) {
 	if k.Kty != "OKP" || k.Crv != "Ed25519" {
 		return nil, errors.New("not an Ed25519 key")
@@ -103,12 +105,11 @@ func verifyPresentation(text string, issuers map[string]ed25519.PublicKey) strin
 		if key, ok := issuers[h.Kid]; ok {
 			return key, nil
 		}
-		return nil, errors.New("unknown_key")
+		return nil, errUnknownKey
 	})
-	if err != nil {
-		if err.Error() == "unknown_key" {
-			return "unknown_key"
-		}
+	if errors.Is(err, errUnknownKey) {
+		return "unknown_key"
+	} else if err != nil {
 		return "bad_signature"
 	}
 	var claims issuerClaims
