@@ -1178,8 +1178,8 @@ fn wrk_compare(
 }
 
 /// verify:N under wrk: fresh presentations, each sent once; the gateway's /metrics must count
-/// every presentation wrk sent as `valid`. Optionally the same requests against the Node
-/// comparison service, side by side (signatures/s = 2 per presentation on both).
+/// every presentation wrk sent as `valid`. Optionally the same requests against the comparison
+/// services (Node, Go), side by side (signatures/s = 2 per presentation on each).
 #[allow(clippy::too_many_arguments)] // one call site; the values are the phase's own
 fn wrk_verify(
     target: &Target,

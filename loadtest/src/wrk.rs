@@ -253,9 +253,13 @@ impl Comparison {
             .env("API_KEY", api_key)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        let hint = match kind {
+            Kind::Node => " (is Node.js installed?)",
+            Kind::Go => "",
+        };
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start the {} service: {e}", kind.label()))?;
+            .map_err(|e| format!("cannot start the {} service{hint}: {e}", kind.label()))?;
         let service = Comparison {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -269,8 +273,12 @@ impl Comparison {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let hint = match kind {
+            Kind::Node => " (run `npm ci` there)",
+            Kind::Go => "",
+        };
         Err(format!(
-            "the {} service in {} did not answer /livez within 20 s",
+            "the {} service in {} did not answer /livez within 20 s{hint}",
             kind.label(),
             dir.display()
         ))
@@ -307,8 +315,13 @@ fn forge(body: &[u8]) -> Option<Vec<u8>> {
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let first = request.get_mut("presentations")?.get_mut(0)?;
     let mut text = first.as_str()?.to_owned();
-    // Well inside the last segment (an 86-character signature), away from its padding bits.
-    let at = text.len().checked_sub(10)?;
+    // Well inside the last segment (an 86-character Ed25519 signature), away from the padding
+    // bits of its last character.
+    let (_, signature) = text.rsplit_once('.')?;
+    if signature.len() != 86 {
+        return None;
+    }
+    let at = text.len() - 10;
     let replacement = if text.as_bytes()[at] == b'A' {
         "B"
     } else {
@@ -382,5 +395,6 @@ mod tests {
         assert_eq!(tail.as_bytes()[76], b'A');
         assert_eq!(forged["presentations"][1], "other");
         assert!(forge(b"{\"presentations\": []}").is_none());
+        assert!(forge(b"{\"presentations\": [\"h.p.short\"]}").is_none());
     }
 }
