@@ -69,7 +69,7 @@ func publicKey(k *jwk) (ed25519.PublicKey, error) {
 	return ed25519.PublicKey(raw), nil
 }
 
-// verifyJWS checks a compact JWS's EdDSA signature and returns its header and payload.
+// verifyJWS checks a compact JWS's EdDSA signature and returns its decoded payload.
 func verifyJWS(token string, key func(header) (ed25519.PublicKey, error)) ([]byte, error) {
 	last := strings.LastIndexByte(token, '.')
 	first := strings.IndexByte(token, '.')

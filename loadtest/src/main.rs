@@ -1280,7 +1280,10 @@ fn wrk_verify(
         let short = kind.short();
         let check_name = format!("{label}, same requests under wrk ({name})");
         let result = wrk::Comparison::start(kind, dir, jwks, &target.api_key).and_then(|service| {
-            service.check_verifies(&bodies[bodies.len() - 1], &target.api_key)?;
+            let body = bodies
+                .last()
+                .ok_or("no request to check the service with")?;
+            service.check_verifies(body, &target.api_key)?;
             workload.run(
                 &format!("http://{}/v1/verify", service.addr),
                 &target.api_key,

@@ -204,6 +204,14 @@ impl Kind {
             Kind::Go => "go",
         }
     }
+
+    /// What the service needs, for errors when it does not start.
+    fn needs(self) -> &'static str {
+        match self {
+            Kind::Node => "Node.js, and `npm ci` in its directory",
+            Kind::Go => "Go: apt-get install golang-go",
+        }
+    }
 }
 
 /// A comparison service, running until dropped.
@@ -253,13 +261,13 @@ impl Comparison {
             .env("API_KEY", api_key)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        let hint = match kind {
-            Kind::Node => " (is Node.js installed?)",
-            Kind::Go => "",
-        };
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start the {} service{hint}: {e}", kind.label()))?;
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start the {} service (needs {}): {e}",
+                kind.label(),
+                kind.needs()
+            )
+        })?;
         let service = Comparison {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -273,14 +281,11 @@ impl Comparison {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let hint = match kind {
-            Kind::Node => " (run `npm ci` there)",
-            Kind::Go => "",
-        };
         Err(format!(
-            "the {} service in {} did not answer /livez within 20 s{hint}",
+            "the {} service in {} did not answer /livez within 20 s (needs {})",
             kind.label(),
-            dir.display()
+            dir.display(),
+            kind.needs()
         ))
     }
 
@@ -343,7 +348,7 @@ fn build_go(dir: &Path) -> Result<tempfile::TempDir, String> {
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=mod")
         .output()
-        .map_err(|e| format!("cannot run go (apt-get install golang-go): {e}"))?;
+        .map_err(|e| format!("cannot run go (needs {}): {e}", Kind::Go.needs()))?;
     if !output.status.success() {
         return Err(format!(
             "go build in {} failed: {}",
