@@ -12,7 +12,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_zebra::{VerificationKeyBytes, batch};
 use idgate::mint::{self, CorpusSpec};
-use idgate::replay::{MemoryReplayStore, ReplayConfig};
+use idgate::replay::{MemoryReplayOptions, MemoryReplayStore};
 use idgate::trust::TrustStore;
 use idgate::verify::presentation::{self, HolderKey, KeyBinding};
 use idgate::verify::{
@@ -117,7 +117,7 @@ fn verify(
 }
 
 fn replay_store() -> MemoryReplayStore {
-    MemoryReplayStore::new(ReplayConfig {
+    MemoryReplayStore::new(MemoryReplayOptions {
         capacity: 10_000_000,
         watermark: None,
     })

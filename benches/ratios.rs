@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_zebra::{VerificationKeyBytes, batch};
 use idgate::mint::{self, CorpusSpec};
-use idgate::replay::{MemoryReplayStore, ReplayConfig};
+use idgate::replay::{MemoryReplayOptions, MemoryReplayStore};
 use idgate::trust::TrustStore;
 use idgate::verify::presentation::{self, HolderKey, KeyBinding};
 use idgate::verify::{
@@ -82,11 +82,11 @@ fn raw_batch(signatures: &[([u8; 32], [u8; 64], Vec<u8>)]) -> bool {
     verifier.verify(rand::rng()).is_ok()
 }
 
-/// Our equation (`verify::batch`) on the same signatures as the engine feeds it: trusted issuer
+/// Our equation (`ed25519::batch`) on the same signatures as the engine feeds it: trusted issuer
 /// keys decompressed at load and sharing a term, holder keys decompressed in the batch (zebra
 /// decompresses them too); hashing and pre-checks included, parsing excluded.
 fn own_batch(signatures: &[([u8; 32], [u8; 64], Vec<u8>)], trust: &TrustStore) -> bool {
-    use idgate::verify::signature::{CheckedKey, SignatureJob};
+    use idgate::ed25519::{CheckedKey, SignatureJob};
     let jobs: Vec<SignatureJob> = signatures
         .iter()
         .map(|(key, signature, message)| {
@@ -174,7 +174,7 @@ fn main() {
     let signatures = signatures_of(&presentations, &trust);
     let large_signatures = signatures_of(&large, &trust);
     let policy = Policy::default();
-    let replay = MemoryReplayStore::new(ReplayConfig {
+    let replay = MemoryReplayStore::new(MemoryReplayOptions {
         capacity: 50_000_000,
         watermark: None,
     });

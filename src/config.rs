@@ -1,6 +1,10 @@
 //! Configuration (SPEC §9): a TOML file, `IDGATE_<SECTION>_<KEY>` environment overrides, parsed
 //! once into typed values.
 //!
+//! Settings with a closed set of values (`revocation.feed`, `replay.backend`, `log.level`,
+//! `log.format`) are enums, read through [`Choice`]: an unknown value is reported together with
+//! every other problem, with the accepted values listed.
+//!
 //! **Invariants:** unknown keys are refused (a typo never silently falls back to a default);
 //! every bad value is reported, all at once, before anything starts; secrets appear only as
 //! SHA-256 hashes; relative paths are resolved against the config file's directory.
@@ -11,6 +15,93 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::verify::policy::{DEFAULT_CLOCK_SKEW_S, DEFAULT_MAX_PRESENTATION_AGE_S};
+
+/// A setting read as one of `T`'s values. A value `T` does not accept is kept as its error
+/// (serde's, which lists the accepted values) so that [`load`] reports it with the others
+/// instead of stopping at the first.
+#[derive(Clone, Debug)]
+pub struct Choice<T>(Result<T, String>);
+
+impl<T> Choice<T> {
+    fn new(value: T) -> Choice<T> {
+        Choice(Ok(value))
+    }
+
+    /// The value, or the problem (for `name`) pushed onto `problems`.
+    fn get(&self, name: &str, problems: &mut Vec<String>) -> Option<&T> {
+        match &self.0 {
+            Ok(value) => Some(value),
+            Err(message) => {
+                problems.push(format!("{name}: {message}"));
+                None
+            }
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(deserializer)?;
+        Ok(Choice(
+            T::deserialize(value).map_err(|e: toml::de::Error| e.message().to_string()),
+        ))
+    }
+}
+
+/// Where revocations come from besides the admin API (`revocation.feed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationFeed {
+    /// This instance's durable log only.
+    None,
+    /// A Redis stream shared by several instances (not supported by this build).
+    Redis,
+}
+
+/// Where replay nonces are recorded (`replay.backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayBackend {
+    /// This process's memory.
+    Memory,
+    /// A Redis shared by several instances (not supported by this build).
+    Redis,
+}
+
+/// `log.level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
 /// The whole configuration, as written in the file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,7 +110,7 @@ pub struct Config {
     pub trust: TrustConfig,
     pub policy: PolicyConfig,
     pub revocation: RevocationConfig,
-    pub replay: ReplayConfig,
+    pub replay: ReplaySection,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub tenants: Vec<TenantConfig>,
@@ -101,8 +192,8 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            clock_skew_s: 5,
-            max_presentation_age_s: 60,
+            clock_skew_s: DEFAULT_CLOCK_SKEW_S,
+            max_presentation_age_s: DEFAULT_MAX_PRESENTATION_AGE_S,
         }
     }
 }
@@ -111,8 +202,10 @@ impl Default for PolicyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationConfig {
     pub data_dir: PathBuf,
-    /// `none` (this instance's durable log) or `redis` (not supported by this build).
-    pub feed: String,
+    pub feed: Choice<RevocationFeed>,
+    /// Parsed and checked, not yet read: with the only feed this build supports (`none`, this
+    /// instance's own log) the list is always current. It takes its meaning with the shared
+    /// revocation feed (issue 17): data older than this makes verdicts `status_undetermined`.
     pub max_staleness_s: i64,
     /// When the log has grown by this many bytes since the last snapshot, a background
     /// compaction folds it into a new snapshot.
@@ -125,7 +218,7 @@ impl Default for RevocationConfig {
     fn default() -> Self {
         RevocationConfig {
             data_dir: "idgate-data".into(),
-            feed: "none".into(),
+            feed: Choice::new(RevocationFeed::None),
             max_staleness_s: 300,
             snapshot_log_bytes: 256 << 20,
             max_admin_body_bytes: 1 << 30,
@@ -133,19 +226,20 @@ impl Default for RevocationConfig {
     }
 }
 
+/// `[replay]` as written (`replay::MemoryReplayOptions` is what the store is built with).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ReplayConfig {
-    /// `memory`, or `redis` (not supported by this build).
-    pub backend: String,
+pub struct ReplaySection {
+    pub backend: Choice<ReplayBackend>,
     pub capacity: usize,
+    /// Parsed and not yet read: it takes its meaning with the Redis replay backend (issue 16).
     pub redis_url: String,
 }
 
-impl Default for ReplayConfig {
+impl Default for ReplaySection {
     fn default() -> Self {
-        ReplayConfig {
-            backend: "memory".into(),
+        ReplaySection {
+            backend: Choice::new(ReplayBackend::Memory),
             capacity: 10_000_000,
             redis_url: "redis://127.0.0.1:6379".into(),
         }
@@ -162,17 +256,15 @@ pub struct AdminConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub level: String,
-    /// `json` (one object per line) or `text`.
-    pub format: String,
+    pub level: Choice<LogLevel>,
+    pub format: Choice<LogFormat>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".into(),
-            format: "json".into(),
+            level: Choice::new(LogLevel::Info),
+            format: Choice::new(LogFormat::Json),
         }
     }
 }
@@ -224,7 +316,7 @@ pub struct Settings {
     pub max_admin_body_bytes: usize,
     pub replay_capacity: usize,
     pub admin_token_sha256: Option<[u8; 32]>,
-    pub log_level: String,
+    pub log_level: LogLevel,
     pub log_json: bool,
     pub tenants: Vec<TenantSettings>,
 }
@@ -322,13 +414,8 @@ fn apply_overrides(
 }
 
 fn hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -379,30 +466,19 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
     if config.revocation.max_admin_body_bytes == 0 {
         problems.push("revocation.max_admin_body_bytes must be greater than 0".into());
     }
-    if config.revocation.feed != "none" {
-        problems.push(format!(
-            "revocation.feed = {:?}: only \"none\" is supported by this build",
-            config.revocation.feed
-        ));
+    if config.revocation.feed.get("revocation.feed", &mut problems) == Some(&RevocationFeed::Redis)
+    {
+        problems.push(
+            "revocation.feed = \"redis\" is not supported by this build; use \"none\"".into(),
+        );
     }
-    if config.replay.backend != "memory" {
-        problems.push(format!(
-            "replay.backend = {:?}: only \"memory\" is supported by this build",
-            config.replay.backend
-        ));
+    if config.replay.backend.get("replay.backend", &mut problems) == Some(&ReplayBackend::Redis) {
+        problems.push(
+            "replay.backend = \"redis\" is not supported by this build; use \"memory\"".into(),
+        );
     }
-    if !["error", "warn", "info", "debug", "trace"].contains(&config.log.level.as_str()) {
-        problems.push(format!(
-            "log.level = {:?} must be one of error, warn, info, debug, trace",
-            config.log.level
-        ));
-    }
-    if !["json", "text"].contains(&config.log.format.as_str()) {
-        problems.push(format!(
-            "log.format = {:?} must be json or text",
-            config.log.format
-        ));
-    }
+    let log_level = config.log.level.get("log.level", &mut problems).copied();
+    let log_format = config.log.format.get("log.format", &mut problems).copied();
     let admin_token_sha256 = match config.admin.token_sha256.as_str() {
         "" => None,
         text => {
@@ -499,8 +575,8 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
         max_admin_body_bytes: config.revocation.max_admin_body_bytes,
         replay_capacity: config.replay.capacity,
         admin_token_sha256,
-        log_level: config.log.level.clone(),
-        log_json: config.log.format == "json",
+        log_level: log_level.unwrap_or(LogLevel::Info),
+        log_json: log_format == Some(LogFormat::Json),
         tenants,
     })
 }
@@ -571,6 +647,37 @@ mod tests {
                 "missing {expected}: {problems:#?}"
             );
         }
+    }
+
+    #[test]
+    fn closed_sets_refuse_other_values_and_list_the_accepted_ones() {
+        let text = format!(
+            "[replay]\nbackend = \"redis-ish\"\n[revocation]\nfeed = \"kafka\"\n[log]\nlevel = \"loud\"\nformat = 7\n{}",
+            tenant()
+        );
+        let problems = check_text(&text, &[]).unwrap_err().problems;
+        for expected in [
+            "replay.backend: unknown variant `redis-ish`, expected `memory` or `redis`",
+            "revocation.feed: unknown variant `kafka`, expected `none` or `redis`",
+            "log.level: unknown variant `loud`, expected one of `error`, `warn`, `info`, `debug`, `trace`",
+            "log.format: invalid type",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "missing {expected}: {problems:#?}"
+            );
+        }
+        let text = format!("[replay]\nbackend = \"redis\"\n{}", tenant());
+        let problems = check_text(&text, &[]).unwrap_err().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("not supported by this build"))
+        );
+        let text = format!("[log]\nlevel = \"debug\"\nformat = \"text\"\n{}", tenant());
+        let settings = check_text(&text, &[]).unwrap();
+        assert_eq!(settings.log_level, LogLevel::Debug);
+        assert!(!settings.log_json);
     }
 
     #[test]

@@ -19,8 +19,12 @@
 pub mod api;
 pub mod b64;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod ed25519;
 pub mod gateway;
+pub mod id;
+pub mod json_error;
 pub mod metrics;
 pub mod mint;
 pub mod replay;

@@ -1,59 +1,14 @@
 //! Metrics (SPEC §10) in Prometheus text format.
 //!
 //! One `Metrics` value is created at start-up and shared; there are no global registries.
-//! **Invariant:** every label comes from a closed set (routes, status codes, outcomes, tenant
-//! names from the config); no ID, key, nonce or request byte ever becomes a label value.
+//! **Invariant:** every label comes from a closed set (the API's routes, given at start-up as
+//! a fixed list; status codes, outcomes, tenant names from the config); no ID, key, nonce or request byte ever becomes a label value.
 //! Counters are relaxed atomics: a scrape may see one counter a request ahead of another.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::verify::Outcome;
-
-/// Routes, as metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    Verify,
-    Signatures,
-    Status,
-    Metrics,
-    Livez,
-    Readyz,
-    AdminRevocationsPost,
-    AdminRevocationsGet,
-    AdminTrustReload,
-    Other,
-}
-
-impl Route {
-    pub const ALL: [Route; 10] = [
-        Route::Verify,
-        Route::Signatures,
-        Route::Status,
-        Route::Metrics,
-        Route::Livez,
-        Route::Readyz,
-        Route::AdminRevocationsPost,
-        Route::AdminRevocationsGet,
-        Route::AdminTrustReload,
-        Route::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Verify => "/v1/verify",
-            Route::Signatures => "/v1/signatures/verify",
-            Route::Status => "/v1/status",
-            Route::Metrics => "/metrics",
-            Route::Livez => "/livez",
-            Route::Readyz => "/readyz",
-            Route::AdminRevocationsPost => "POST /admin/v1/revocations",
-            Route::AdminRevocationsGet => "GET /admin/v1/revocations",
-            Route::AdminTrustReload => "/admin/v1/trust/reload",
-            Route::Other => "other",
-        }
-    }
-}
 
 /// Status codes the gateway answers with (anything else is counted as `other`).
 const CODES: [u16; 13] = [
@@ -185,6 +140,7 @@ pub struct Gauges {
 #[derive(Debug)]
 pub struct Metrics {
     tenants: Vec<String>,
+    routes: &'static [&'static str],
     requests: Vec<AtomicU64>,
     durations: Vec<Histogram>,
     batch_items: Vec<Histogram>,
@@ -197,21 +153,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics for these tenant names (label values).
-    pub fn new(tenants: Vec<String>) -> Metrics {
+    /// Metrics for these tenant names and request routes (label values). Routes are referred to
+    /// by their position in `routes`; the last one is where an unknown position is counted.
+    pub fn new(tenants: Vec<String>, routes: &'static [&'static str]) -> Metrics {
         let verifications = (0..tenants.len() * Outcome::ALL.len())
             .map(|_| AtomicU64::new(0))
             .collect();
         Metrics {
             tenants,
-            requests: (0..Route::ALL.len() * CODES.len())
+            routes,
+            requests: (0..routes.len() * CODES.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            durations: Route::ALL
+            durations: routes
                 .iter()
                 .map(|_| Histogram::new(DURATION_BUCKETS))
                 .collect(),
-            batch_items: Route::ALL
+            batch_items: routes
                 .iter()
                 .map(|_| Histogram::new(ITEM_BUCKETS))
                 .collect(),
@@ -223,16 +181,13 @@ impl Metrics {
         }
     }
 
-    fn route_index(route: Route) -> usize {
-        Route::ALL
-            .iter()
-            .position(|&r| r == route)
-            .unwrap_or(Route::ALL.len() - 1)
+    fn route_index(&self, route: usize) -> usize {
+        route.min(self.routes.len().saturating_sub(1))
     }
 
     /// One answered request.
-    pub fn request(&self, route: Route, code: u16, seconds: f64) {
-        let index = Self::route_index(route);
+    pub fn request(&self, route: usize, code: u16, seconds: f64) {
+        let index = self.route_index(route);
         if let Some(counter) = self.requests.get(index * CODES.len() + code_index(code)) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -242,8 +197,8 @@ impl Metrics {
     }
 
     /// Items in one accepted request.
-    pub fn batch(&self, route: Route, items: usize) {
-        if let Some(histogram) = self.batch_items.get(Self::route_index(route)) {
+    pub fn batch(&self, route: usize, items: usize) {
+        if let Some(histogram) = self.batch_items.get(self.route_index(route)) {
             histogram.observe(items as f64);
         }
     }
@@ -282,9 +237,9 @@ impl Metrics {
     }
 
     /// Requests answered so far on `route` with `code` (tests and the load generator read it).
-    pub fn requests_for(&self, route: Route, code: u16) -> u64 {
+    pub fn requests_for(&self, route: usize, code: u16) -> u64 {
         self.requests
-            .get(Self::route_index(route) * CODES.len() + code_index(code))
+            .get(self.route_index(route) * CODES.len() + code_index(code))
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
@@ -307,7 +262,7 @@ impl Metrics {
             "counter",
             "HTTP requests answered, by route and status code.",
         );
-        for (r, route) in Route::ALL.iter().enumerate() {
+        for (r, route) in self.routes.iter().enumerate() {
             for (c, code) in CODES.iter().enumerate() {
                 let value = self
                     .requests
@@ -322,7 +277,7 @@ impl Metrics {
                     let _ = writeln!(
                         out,
                         "idgate_requests_total{{route=\"{}\",code=\"{code}\"}} {value}",
-                        route.as_str()
+                        route
                     );
                 }
             }
@@ -333,11 +288,11 @@ impl Metrics {
             "histogram",
             "Time from request start to response, by route.",
         );
-        for (route, histogram) in Route::ALL.iter().zip(&self.durations) {
+        for (route, histogram) in self.routes.iter().zip(&self.durations) {
             histogram.render(
                 &mut out,
                 "idgate_request_duration_seconds",
-                &format!("route=\"{}\",", route.as_str()),
+                &format!("route=\"{}\",", route),
             );
         }
         family(
@@ -346,11 +301,11 @@ impl Metrics {
             "histogram",
             "Items per accepted request, by route.",
         );
-        for (route, histogram) in Route::ALL.iter().zip(&self.batch_items) {
+        for (route, histogram) in self.routes.iter().zip(&self.batch_items) {
             histogram.render(
                 &mut out,
                 "idgate_batch_items",
-                &format!("route=\"{}\",", route.as_str()),
+                &format!("route=\"{}\",", route),
             );
         }
         family(
@@ -537,11 +492,11 @@ mod tests {
 
     #[test]
     fn rendering_is_prometheus_text_with_closed_labels() {
-        let metrics = Metrics::new(vec!["bank-a".into()]);
-        metrics.request(Route::Verify, 200, 0.003);
-        metrics.request(Route::Verify, 200, 0.2);
-        metrics.request(Route::Verify, 418, 0.001);
-        metrics.batch(Route::Verify, 256);
+        let metrics = Metrics::new(vec!["bank-a".into()], &["/v1/verify", "other"]);
+        metrics.request(0, 200, 0.003);
+        metrics.request(0, 200, 0.2);
+        metrics.request(0, 418, 0.001);
+        metrics.batch(0, 256);
         metrics.verifications(0, Outcome::Valid, 1);
         let text = metrics.render(&Gauges::default());
         assert!(
@@ -556,6 +511,6 @@ mod tests {
         assert!(text.contains("idgate_batch_items_bucket{route=\"/v1/verify\",le=\"250\"} 0"));
         assert!(text.contains("idgate_batch_items_bucket{route=\"/v1/verify\",le=\"500\"} 1"));
         assert!(text.contains("idgate_verifications_total{tenant=\"bank-a\",outcome=\"valid\"} 1"));
-        assert_eq!(metrics.requests_for(Route::Verify, 200), 2);
+        assert_eq!(metrics.requests_for(0, 200), 2);
     }
 }

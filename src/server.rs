@@ -26,8 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, Listener};
+use crate::clock::unix_now;
 use crate::gateway::Gateway;
-use crate::revocation::unix_now;
 
 /// The two bound listeners.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ fn builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.settings.header_read_timeout)
+        .header_read_timeout(gateway.settings().header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -74,7 +74,7 @@ async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(gateway.settings.max_connections));
+    let slots = Arc::new(Semaphore::new(gateway.settings().max_connections));
     let builder = builder(&gateway);
     loop {
         let slot = tokio::select! {
@@ -150,7 +150,7 @@ pub async fn run(gateway: Gateway, listeners: Listeners, shutdown: impl Future<O
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                gateway.replay.expire(unix_now());
+                gateway.expire_replays(unix_now());
             }
         })
     };
@@ -165,7 +165,7 @@ pub async fn run(gateway: Gateway, listeners: Listeners, shutdown: impl Future<O
         let _ = accept.await;
     }
     sweeper.abort();
-    let drain = gateway.settings.drain_timeout;
+    let drain = gateway.settings().drain_timeout;
     match Arc::try_unwrap(graceful) {
         Ok(graceful) => {
             if tokio::time::timeout(drain, graceful.shutdown())
@@ -182,6 +182,6 @@ pub async fn run(gateway: Gateway, listeners: Listeners, shutdown: impl Future<O
     }
     // Every acknowledged update was fsynced before its answer; this stops the writer cleanly.
     let revocations = gateway.clone();
-    let _ = tokio::task::spawn_blocking(move || revocations.revocations.close()).await;
+    let _ = tokio::task::spawn_blocking(move || revocations.revocations().close()).await;
     tracing::info!("stopped");
 }

@@ -10,7 +10,7 @@ use common::reference_verdict;
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use idgate::verify::signature::verify_one;
+use idgate::ed25519::verify_one;
 use idgate::verify::{Engine, EngineConfig, Limits, SignatureInput, Verifier};
 use proptest::prelude::*;
 use sha2::{Digest, Sha512};
@@ -145,7 +145,7 @@ fn item(kind: u8, seed: u64) -> SignatureInput {
 
 /// SPEC §2 rules 1–4 on bytes (the pre-check that precedes zebra in the SPEC's measurement).
 fn prechecks_pass(item: &SignatureInput) -> bool {
-    use idgate::verify::signature::{
+    use idgate::ed25519::{
         check_signature_encoding, is_canonical_point_encoding, is_small_order_encoding,
     };
     let (Ok(key), Ok(signature)) = (

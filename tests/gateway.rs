@@ -14,7 +14,7 @@ use common::gateway::{
 use common::http::{self, request};
 use common::{AUDIENCE, Scheme};
 use idgate::mint::{CredentialSpec, KeyBindingSpec};
-use idgate::revocation::unix_now;
+use idgate::clock::unix_now;
 use serde_json::{Value, json};
 
 /// A scheme minting for the wall clock. KB-JWTs get `iat = now - 2`, so the scheme's "now" is

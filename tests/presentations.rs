@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 
 use common::{AUDIENCE, NOW, Scheme};
 use idgate::mint::{self, CredentialSpec, Holder};
-use idgate::replay::{MemoryReplayStore, ReplayConfig};
-use idgate::revocation::{RevocationList, parse_jsonl};
+use idgate::replay::{MemoryReplayOptions, MemoryReplayStore};
+use idgate::revocation::RevocationList;
+use idgate::revocation::import::parse_jsonl_parallel;
 use idgate::trust::TrustStore;
 use idgate::verify::{
     Audiences, Batch, Engine, EngineConfig, Limits, NoRevocations, Outcome, Policy,
@@ -37,9 +38,9 @@ impl Harness {
             .unwrap(),
         );
         let revocations = RevocationList::new();
-        for entry in parse_jsonl(common::revocations_jsonl(NOW).as_bytes()).unwrap() {
-            revocations.apply(&entry);
-        }
+        revocations.apply_slots(
+            &parse_jsonl_parallel(common::revocations_jsonl(NOW).as_bytes(), 1).unwrap(),
+        );
         Harness {
             verifier: Verifier::new(engine, Limits::default()),
             trust: TrustContext::new(
@@ -47,7 +48,7 @@ impl Harness {
                 1 << 20,
             ),
             revocations,
-            replay: MemoryReplayStore::new(ReplayConfig {
+            replay: MemoryReplayStore::new(MemoryReplayOptions {
                 capacity: 1000,
                 watermark: None,
             }),
@@ -164,7 +165,7 @@ fn stale_revocation_data_is_never_answered_as_valid() {
 fn a_full_replay_store_fails_closed() {
     let mut scheme = Scheme::new(4);
     let mut harness = Harness::new(&scheme);
-    harness.replay = MemoryReplayStore::new(ReplayConfig {
+    harness.replay = MemoryReplayStore::new(MemoryReplayOptions {
         capacity: 1,
         watermark: None,
     });

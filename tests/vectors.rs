@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use common::{hex, reference_verdict};
 use ed25519_dalek::{Signer, SigningKey};
-use idgate::verify::signature::verify_one;
+use idgate::ed25519::verify_one;
 use idgate::verify::{Engine, EngineConfig, Limits, SignatureInput, Verifier};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idgate::replay::{MemoryReplayStore, ReplayConfig};
+use idgate::replay::{MemoryReplayOptions, MemoryReplayStore};
 use idgate::revocation::{Entry, RevocationList};
 use idgate::trust::TrustStore;
 use idgate::verify::{
@@ -60,7 +60,7 @@ pub fn presentations(
     let sample = &items[..items.len().min(20_000)];
     Ok(measure(|| {
         let trust = TrustContext::new(store.clone(), 256 << 20);
-        let replay = MemoryReplayStore::new(ReplayConfig {
+        let replay = MemoryReplayStore::new(MemoryReplayOptions {
             capacity: 10_000_000,
             watermark: None,
         });
@@ -105,7 +105,10 @@ pub fn status(ids: &[String], revocations: &[Entry], threads: usize) -> anyhow::
                 .map(|chunk| {
                     chunk
                         .iter()
-                        .filter(|id| list.lookup(kind, id).is_some())
+                        .filter(|id| {
+                            idgate::id::Id::parse(id)
+                                .is_some_and(|id| list.lookup(kind, id).is_some())
+                        })
                         .count()
                 })
                 .sum()

@@ -30,7 +30,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
-use idgate::revocation::{Entry, unix_now};
+use idgate::clock::unix_now;
+use idgate::revocation::Entry;
 use idgate::verify::SignatureInput;
 use serde_json::json;
 

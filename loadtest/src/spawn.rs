@@ -146,7 +146,7 @@ pub fn spawn(jwks: &serde_json::Value, options: &GatewayOptions) -> Result<Spawn
         preload_revocations(
             &dir.path().join("data"),
             options.revocation_list,
-            idgate::revocation::unix_now(),
+            idgate::clock::unix_now(),
         )?;
     }
     let config = format!(

@@ -94,10 +94,10 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub allow_bearer: bool,
     /// Allowed clock skew in seconds.
-    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::verify::policy::DEFAULT_CLOCK_SKEW_S, value_name = "SECONDS")]
     pub clock_skew: i64,
     /// Maximum age of a KB-JWT in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::verify::policy::DEFAULT_MAX_PRESENTATION_AGE_S, value_name = "SECONDS")]
     pub max_age: i64,
     /// Include the disclosed claims of valid presentations.
     #[arg(long)]

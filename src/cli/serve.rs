@@ -10,20 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::clock::unix_now;
 use crate::config::{self, Settings};
 use crate::gateway::Gateway;
 use crate::mint::{self, CredentialSpec, Holder, Issuer, KeyBindingSpec};
-use crate::revocation::unix_now;
 use crate::server::{self, Listeners};
 
 /// The demo's audience (what `idgate mint` puts in the KB-JWT).
 pub const DEMO_AUDIENCE: &str = "urn:idgate:demo";
 const DEMO_ISSUER: &str = "https://demo-issuer.idgate.local";
 const DEMO_KID: &str = "demo-issuer-1";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn random_token() -> String {
     let mut bytes = [0u8; 24];
@@ -62,13 +58,10 @@ fn demo_issuer(data_dir: &Path) -> Result<Issuer> {
     let secret_hex = read_or_create(&key_path, || {
         let mut secret = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
-        hex(&secret)
+        hex::encode(secret)
     })?;
-    let secret = (0..32)
-        .map(|i| u8::from_str_radix(secret_hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(&secret_hex, &mut secret)
         .with_context(|| format!("{} is not a 32-byte hex key", key_path.display()))?;
     Ok(Issuer::new(secret, DEMO_KID, DEMO_ISSUER))
 }
@@ -102,8 +95,8 @@ fn prepare_demo(data_dir: &Path) -> Result<Demo> {
              [log]\nformat = \"text\"\n\n\
              [[tenants]]\nname = \"demo\"\napi_key_sha256 = \"{}\"\naudiences = [\"{DEMO_AUDIENCE}\"]\n\
              require_key_binding = true\nallow_status_queries = true\n",
-            hex(&Sha256::digest(admin_token.as_bytes())),
-            hex(&Sha256::digest(api_key.as_bytes())),
+            hex::encode(Sha256::digest(admin_token.as_bytes())),
+            hex::encode(Sha256::digest(api_key.as_bytes())),
         );
         std::fs::write(&config, text)?;
     }
@@ -119,10 +112,7 @@ fn prepare_demo(data_dir: &Path) -> Result<Demo> {
 /// writer is not lossy: when its queue is full, logging waits rather than drops lines. The
 /// returned guard flushes what is queued when dropped (at shutdown).
 fn init_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let level = settings
-        .log_level
-        .parse::<tracing::Level>()
-        .unwrap_or(tracing::Level::INFO);
+    let level = settings.log_level.as_tracing();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
@@ -206,15 +196,15 @@ fn serve_settings(settings: Settings, banner: impl FnOnce(&Listeners)) -> Result
     let log_guard = init_logging(&settings);
     let runtime = runtime(&settings)?;
     let served = runtime.block_on(async move {
-        let (gateway, recovery) = Gateway::open(settings).context("cannot start")?;
+        let (gateway, recovery) = Gateway::open(settings, crate::api::route::LABELS).context("cannot start")?;
         tracing::info!(
             records = recovery.records,
             entries = recovery.entries,
             torn_bytes = recovery.torn_bytes,
-            revocations = gateway.revocations.list().len(),
+            revocations = gateway.revocations().list().len(),
             "revocation log loaded"
         );
-        let listeners = Listeners::bind(gateway.settings.listen, gateway.settings.admin_listen).await.context("cannot bind the listeners")?;
+        let listeners = Listeners::bind(gateway.settings().listen, gateway.settings().admin_listen).await.context("cannot bind the listeners")?;
         tracing::info!(public = %listeners.public_addr()?, operator = %listeners.operator_addr()?, "listening");
         banner(&listeners);
         reload_on_sighup(gateway.clone());

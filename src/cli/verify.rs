@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 use super::lines::{Block, BlockReader, Line};
 use super::{SignatureArgs, VerifyArgs};
 use crate::b64;
-use crate::replay::{MemoryReplayStore, ReplayConfig};
-use crate::revocation::{RevocationList, unix_now};
+use crate::clock::unix_now;
+use crate::ed25519::SignatureError;
+use crate::replay::{MemoryReplayOptions, MemoryReplayStore};
+use crate::revocation::RevocationList;
 use crate::trust::TrustStore;
 use crate::verify::{
     Audiences, Batch, Engine, EngineConfig, Limits, NoRevocations, Outcome, Policy, Rejection,
-    RevocationSource, SignatureError, SignatureInput, Standing, State, TrustContext, Verdict,
-    Verifier,
+    RevocationSource, SignatureInput, Standing, State, TrustContext, Verdict, Verifier,
 };
 
 /// A revocation file with a notion of age, for check 13 offline.
@@ -223,7 +224,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
     let trust = TrustContext::new(store, args.cache_mb.saturating_mul(1 << 20));
     let started = std::time::Instant::now();
     let revocations = load_revocations(args)?;
-    let replay = MemoryReplayStore::new(ReplayConfig {
+    let replay = MemoryReplayStore::new(MemoryReplayOptions {
         capacity: args.replay_capacity,
         watermark: None,
     });
@@ -260,7 +261,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
                 texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
             let now = args.at.unwrap_or_else(unix_now);
             let batch = Batch::new(&presentations, now, &policy, args.claims);
-            let unresolved = verifier.verify_before_replay_here(&batch, state);
+            let unresolved = verifier.verify_before_replay_sequential(&batch, state);
             // A line that never became a presentation keeps its own reason.
             let line_rejections: Vec<Option<Rejection>> =
                 texts.iter().map(|t| t.as_ref().err().copied()).collect();
@@ -351,7 +352,7 @@ pub fn run_verify_signatures(args: &SignatureArgs) -> Result<()> {
                 .iter()
                 .map(|i| i.clone().unwrap_or_default())
                 .collect();
-            let results = verifier.verify_signatures_here(&usable);
+            let results = verifier.verify_signatures_sequential(&usable);
             inputs
                 .iter()
                 .zip(results)

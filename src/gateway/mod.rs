@@ -3,10 +3,17 @@
 //! `Gateway` is a cheap-clone handle (`Arc` inside). HTTP lives in `api/` and `server.rs`; this
 //! module knows nothing of status codes.
 //!
+//! Its state is private: handlers reach it through methods, and verifying a tenant's
+//! presentations has exactly one entry, [`Gateway::verify_presentations`] (`verify.rs`), whether
+//! the request is coalesced with others or verified alone.
+//!
 //! **Invariants:**
-//! - CPU work (request JSON to verdicts to response bytes) runs on the rayon pool, reached only
-//!   through [`Gateway::on_engine`]; async tasks never block and never hold a lock across
-//!   `.await`.
+//! - Verification and the rendering of its answers (verdicts to response bytes) run on the rayon
+//!   pool, reached only through [`Gateway::on_engine`] and [`Gateway::verify_presentations`];
+//!   async tasks never block and never hold a lock across `.await`. The request envelope (the
+//!   JSON array of presentations, borrowed, not copied) is parsed on the tokio thread that read
+//!   the body: it is a few percent of the request's CPU (BENCHMARKS.md, "Where a request's time
+//!   goes"), and parsing it there lets a malformed body be refused before it takes a pool slot.
 //! - Pending work is bounded: a request reserves its item count before any work is queued and
 //!   the reservation is released when the *work* finishes (not when the client leaves), so the
 //!   bound is honest even for abandoned requests.
@@ -15,6 +22,7 @@
 
 pub mod coalesce;
 pub mod tenants;
+mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,17 +31,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::clock::unix_now;
 use crate::config::Settings;
+use crate::ed25519::SignatureError;
 use crate::metrics::{Gauges, Metrics};
-use crate::replay::{MemoryReplayStore, ReplayConfig};
+use crate::replay::{MemoryReplayOptions, MemoryReplayStore};
 use crate::revocation::log::{LogError, Recovery};
 use crate::revocation::store::RevocationStore;
-use crate::revocation::unix_now;
 use crate::trust::{TrustError, TrustStore};
-use crate::verify::{Engine, EngineConfig, Limits, TrustContext, Verifier};
+use crate::verify::{Engine, EngineConfig, Limits, SignatureInput, TrustContext, Verifier};
 
 pub use coalesce::Coalescer;
 pub use tenants::{Tenant, Tenants};
+pub use verify::{Presentations, VerifyError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +63,7 @@ pub struct EngineGone;
 
 /// Items accepted and not yet answered, with a hard bound.
 #[derive(Debug)]
-pub struct Pending {
+struct PendingBound {
     current: AtomicUsize,
     max: usize,
 }
@@ -76,15 +86,15 @@ impl Drop for Reservation {
 
 /// Everything the handlers share.
 #[derive(Debug)]
-pub struct Inner {
-    pub settings: Settings,
-    pub verifier: Verifier,
+struct Inner {
+    settings: Settings,
+    verifier: Verifier,
     trust: ArcSwap<TrustContext>,
-    pub revocations: RevocationStore,
-    pub replay: MemoryReplayStore,
-    pub tenants: Tenants,
-    pub metrics: Metrics,
-    pending: Pending,
+    revocations: RevocationStore,
+    replay: MemoryReplayStore,
+    tenants: Tenants,
+    metrics: Metrics,
+    pending: PendingBound,
     ready: AtomicBool,
     connections: AtomicU64,
     /// Set once the coalescer task runs (it needs the runtime).
@@ -95,17 +105,14 @@ pub struct Inner {
 #[derive(Clone, Debug)]
 pub struct Gateway(Arc<Inner>);
 
-impl std::ops::Deref for Gateway {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
 impl Gateway {
     /// Loads the trust store and the revocation log and starts the verification pool. Not
-    /// ready until [`Gateway::set_ready`].
-    pub fn open(settings: Settings) -> Result<(Gateway, Recovery), StartError> {
+    /// ready until [`Gateway::set_ready`]. `routes` are the request-metric labels (the API's
+    /// routes, which this module does not know).
+    pub fn open(
+        settings: Settings,
+        routes: &'static [&'static str],
+    ) -> Result<(Gateway, Recovery), StartError> {
         let store = TrustStore::load(&settings.trust_jwks)?;
         let (revocations, recovery) =
             RevocationStore::open(&settings.data_dir, settings.snapshot_log_bytes)?;
@@ -119,19 +126,19 @@ impl Gateway {
             settings.clock_skew_s,
             settings.max_presentation_age_s,
         );
-        let metrics = Metrics::new(tenants.names());
+        let metrics = Metrics::new(tenants.names(), routes);
         let inner = Inner {
             verifier: Verifier::new(Arc::new(engine), Limits::default()),
             trust: ArcSwap::from_pointee(TrustContext::new(store, settings.cache_bytes)),
             revocations,
             // The store does not survive a restart: refuse KB-JWTs minted before this start.
-            replay: MemoryReplayStore::new(ReplayConfig {
+            replay: MemoryReplayStore::new(MemoryReplayOptions {
                 capacity: settings.replay_capacity,
                 watermark: Some(unix_now()),
             }),
             tenants,
             metrics,
-            pending: Pending {
+            pending: PendingBound {
                 current: AtomicUsize::new(0),
                 max: settings.max_pending_items,
             },
@@ -143,6 +150,29 @@ impl Gateway {
         Ok((Gateway(Arc::new(inner)), recovery))
     }
 
+    /// The configuration it was opened with.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn tenants(&self) -> &Tenants {
+        &self.0.tenants
+    }
+
+    /// The revocation list and its durable log.
+    pub fn revocations(&self) -> &RevocationStore {
+        &self.0.revocations
+    }
+
+    /// Forgets replay entries that expired by `now` (the sweeper).
+    pub fn expire_replays(&self, now: i64) {
+        self.0.replay.expire(now);
+    }
+
     /// The current trust snapshot (with its issuer cache).
     pub fn trust(&self) -> Arc<TrustContext> {
         self.0.trust.load_full()
@@ -150,14 +180,14 @@ impl Gateway {
 
     /// Reloads the trust store from its file; on any error the old one stays in force.
     pub fn reload_trust(&self) -> Result<usize, TrustError> {
-        let result = TrustStore::load(&self.settings.trust_jwks);
-        self.metrics.trust_reload(result.is_ok());
+        let result = TrustStore::load(&self.0.settings.trust_jwks);
+        self.0.metrics.trust_reload(result.is_ok());
         let store = result?;
         let keys = store.len();
         // A new context means a new, empty issuer cache: no verdict outlives its keys.
         self.0.trust.store(Arc::new(TrustContext::new(
             store,
-            self.settings.cache_bytes,
+            self.0.settings.cache_bytes,
         )));
         Ok(keys)
     }
@@ -183,23 +213,29 @@ impl Gateway {
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, EngineGone> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.verifier.engine().spawn(move || {
+        self.0.verifier.engine().spawn(move || {
             let _ = sender.send(work());
         });
         receiver.await.map_err(|_| EngineGone)
     }
 
+    /// Verifies raw signature items with the same rule and engine (call it on the pool, through
+    /// [`Gateway::on_engine`]).
+    pub fn verify_signatures(&self, items: &[SignatureInput]) -> Vec<Result<(), SignatureError>> {
+        self.0.verifier.verify_signatures(items)
+    }
+
     /// Starts the coalescer (must run inside the tokio runtime).
     pub fn start_coalescer(&self) {
-        if self.settings.coalesce_max_items > 0 {
+        if self.0.settings.coalesce_max_items > 0 {
             let _ = self.0.coalescer.set(Coalescer::start(
                 self.clone(),
-                self.settings.coalesce_max_items,
+                self.0.settings.coalesce_max_items,
             ));
         }
     }
 
-    pub fn coalescer(&self) -> Option<&Coalescer> {
+    fn coalescer(&self) -> Option<&Coalescer> {
         self.0.coalescer.get()
     }
 
@@ -223,16 +259,16 @@ impl Gateway {
     /// Values for the metrics endpoint.
     pub fn gauges(&self) -> Gauges {
         let trust = self.trust();
-        let stats = self.verifier.engine().stats();
-        let revocation_stats = self.revocations.stats();
+        let stats = self.0.verifier.engine().stats();
+        let revocation_stats = self.0.revocations.stats();
         Gauges {
             verify_pending_items: self.0.pending.current.load(Ordering::Relaxed) as u64,
-            replay_entries: self.replay.len() as u64,
-            replay_capacity: self.replay.capacity() as u64,
-            revocation_entries: self.revocations.list().len() as u64,
-            revocation_last_update: self.revocations.list().last_update(),
-            revocation_records: self.revocations.list().records() as u64,
-            revocation_log_bytes: self.revocations.log_bytes(),
+            replay_entries: self.0.replay.len() as u64,
+            replay_capacity: self.0.replay.capacity() as u64,
+            revocation_entries: self.0.revocations.list().len() as u64,
+            revocation_last_update: self.0.revocations.list().last_update(),
+            revocation_records: self.0.revocations.list().records() as u64,
+            revocation_log_bytes: self.0.revocations.log_bytes(),
             revocation_snapshot_bytes: revocation_stats.snapshot_bytes.load(Ordering::Relaxed),
             revocation_snapshot_seconds: revocation_stats
                 .last_snapshot_micros
@@ -243,7 +279,7 @@ impl Gateway {
                 .load(Ordering::Relaxed),
             revocation_snapshots_ok: revocation_stats.snapshots_ok.load(Ordering::Relaxed),
             revocation_snapshots_failed: revocation_stats.snapshots_failed.load(Ordering::Relaxed),
-            trust_keys: trust.store.len() as u64,
+            trust_keys: trust.keys.key_count() as u64,
             signature_batches_ok: stats.batches_ok.load(Ordering::Relaxed),
             signature_batches_fallback: stats.batches_fallback.load(Ordering::Relaxed),
             issuer_cache_entries: trust.cache.len(),
@@ -254,7 +290,7 @@ impl Gateway {
 
     /// The data directory (for the demo banner and tools).
     pub fn data_dir(&self) -> &Path {
-        &self.settings.data_dir
+        &self.0.settings.data_dir
     }
 }
 

@@ -4,6 +4,7 @@
 //! compared with *every* tenant's hash in constant time, so neither the result nor the time taken
 //! tells an attacker how close a guess was or which tenant it nearly matched.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -66,10 +67,11 @@ impl RateLimiter {
     }
 }
 
-/// All tenants, for authentication.
+/// All tenants, for authentication. A tenant is handed out as an `Arc<Tenant>`: a handle that
+/// is always a real tenant with its real policy, so no code path needs a fallback policy.
 #[derive(Debug)]
 pub struct Tenants {
-    tenants: Vec<Tenant>,
+    tenants: Vec<Arc<Tenant>>,
 }
 
 impl Tenants {
@@ -81,26 +83,28 @@ impl Tenants {
         let tenants = settings
             .iter()
             .enumerate()
-            .map(|(index, tenant)| Tenant {
-                index,
-                name: tenant.name.clone(),
-                key_sha256: tenant.api_key_sha256,
-                policy: Policy {
-                    clock_skew_s,
-                    max_presentation_age_s,
-                    require_key_binding: tenant.require_key_binding,
-                    audiences: Audiences::Only(tenant.audiences.clone()),
-                },
-                allow_status_queries: tenant.allow_status_queries,
-                limiter: (tenant.rate_limit_items_per_s > 0)
-                    .then(|| RateLimiter::new(tenant.rate_limit_items_per_s)),
+            .map(|(index, tenant)| {
+                Arc::new(Tenant {
+                    index,
+                    name: tenant.name.clone(),
+                    key_sha256: tenant.api_key_sha256,
+                    policy: Policy {
+                        clock_skew_s,
+                        max_presentation_age_s,
+                        require_key_binding: tenant.require_key_binding,
+                        audiences: Audiences::Only(tenant.audiences.clone()),
+                    },
+                    allow_status_queries: tenant.allow_status_queries,
+                    limiter: (tenant.rate_limit_items_per_s > 0)
+                        .then(|| RateLimiter::new(tenant.rate_limit_items_per_s)),
+                })
             })
             .collect();
         Tenants { tenants }
     }
 
     /// The tenant whose key is `Authorization: Bearer <key>`, if any.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<&Tenant> {
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Arc<Tenant>> {
         let key = bearer_token(authorization?)?;
         let presented: [u8; 32] = Sha256::digest(key).into();
         let mut found = None;
@@ -110,15 +114,11 @@ impl Tenants {
                 found = Some(tenant);
             }
         }
-        found
+        found.map(Arc::clone)
     }
 
     pub fn names(&self) -> Vec<String> {
         self.tenants.iter().map(|t| t.name.clone()).collect()
-    }
-
-    pub fn get(&self, index: usize) -> Option<&Tenant> {
-        self.tenants.get(index)
     }
 }
 
@@ -162,8 +162,8 @@ mod tests {
         assert_eq!(
             tenants
                 .authenticate(Some(b"Bearer secret-key"))
-                .map(|t| t.name.as_str()),
-            Some("bank-a")
+                .map(|t| t.name.clone()),
+            Some("bank-a".to_string())
         );
         assert!(tenants.authenticate(Some(b"Bearer secret-kez")).is_none());
         assert!(tenants.authenticate(Some(b"secret-key")).is_none());
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn the_rate_limit_holds_over_time_and_says_when_to_retry() {
         let tenants = tenants(100);
-        let tenant = tenants.get(0).unwrap();
+        let tenant = tenants.authenticate(Some(b"Bearer secret-key")).unwrap();
         let start = Instant::now();
         assert!(tenant.admit(100, start).is_ok());
         // Bucket empty but not in debt: one more request is admitted, leaving debt.

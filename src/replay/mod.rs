@@ -24,7 +24,7 @@ const SHARDS: usize = 64;
 
 /// Replay store settings.
 #[derive(Clone, Copy, Debug)]
-pub struct ReplayConfig {
+pub struct MemoryReplayOptions {
     /// Maximum live entries; past it new nonces are refused.
     pub capacity: usize,
     /// KB-JWTs with `iat` before this are refused (the start time); `None` disables the
@@ -80,7 +80,7 @@ impl std::fmt::Debug for MemoryReplayStore {
 }
 
 impl MemoryReplayStore {
-    pub fn new(config: ReplayConfig) -> MemoryReplayStore {
+    pub fn new(config: MemoryReplayOptions) -> MemoryReplayStore {
         MemoryReplayStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             capacity: config.capacity,
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_nonce_is_fresh_once_then_replayed_until_it_expires() {
-        let store = MemoryReplayStore::new(ReplayConfig {
+        let store = MemoryReplayStore::new(MemoryReplayOptions {
             capacity: 1000,
             watermark: None,
         });
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn a_full_store_refuses_new_nonces_and_keeps_live_ones() {
         let capacity = 37;
-        let store = MemoryReplayStore::new(ReplayConfig {
+        let store = MemoryReplayStore::new(MemoryReplayOptions {
             capacity,
             watermark: None,
         });
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn presentations_minted_before_the_start_are_refused() {
-        let store = MemoryReplayStore::new(ReplayConfig {
+        let store = MemoryReplayStore::new(MemoryReplayOptions {
             capacity: 100,
             watermark: Some(1000),
         });
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_of_one_key_yield_exactly_one_fresh() {
-        let store = std::sync::Arc::new(MemoryReplayStore::new(ReplayConfig {
+        let store = std::sync::Arc::new(MemoryReplayStore::new(MemoryReplayOptions {
             capacity: 100,
             watermark: None,
         }));

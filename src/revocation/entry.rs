@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::verify::presentation::is_valid_id;
+use crate::id::Id;
 
 /// What an entry matches: a presentation's `sub` or its `jti`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,15 +127,15 @@ pub enum EntryError {
 impl Entry {
     /// Parses and validates one JSON entry.
     pub fn parse(line: &[u8]) -> Result<Entry, EntryError> {
-        let entry: Entry =
-            serde_json::from_slice(line).map_err(|e| EntryError::Json(redact_serde_error(&e)))?;
+        let entry: Entry = serde_json::from_slice(line)
+            .map_err(|e| EntryError::Json(crate::json_error::describe(&e)))?;
         entry.validate()?;
         Ok(entry)
     }
 
     /// Checks the invariants listed in the module docs.
     pub fn validate(&self) -> Result<(), EntryError> {
-        if !is_valid_id(&self.id) {
+        if Id::parse(&self.id).is_none() {
             return Err(EntryError::BadId);
         }
         if self.status != Status::Active && self.reason.is_none() {
@@ -150,31 +150,6 @@ impl Entry {
         }
         Ok(())
     }
-}
-
-/// serde_json errors quote the offending value (`invalid value: string "…"`), which could be an
-/// ID number; keep only the error class and position.
-fn redact_serde_error(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    let class = if text.starts_with("unknown field") {
-        "unknown field"
-    } else if text.starts_with("missing field") {
-        return text
-            .split(" at line")
-            .next()
-            .unwrap_or("missing field")
-            .to_string();
-    } else if text.starts_with("unknown variant") {
-        "a field has a value outside its allowed set"
-    } else {
-        match error.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "invalid JSON"
-            }
-            _ => "a field has the wrong type",
-        }
-    };
-    format!("{class} (column {})", error.column())
 }
 
 #[cfg(test)]

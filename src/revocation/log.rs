@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use super::entry::{Entry, Kind, MAX_TIME, Reason, Status};
 use super::id_key;
 use super::table::{Record, Slot};
-use crate::verify::presentation::is_valid_id;
+use crate::id::Id;
 
 const MAGIC: [u8; 4] = *b"IDGR";
 const HEADER: usize = 12;
@@ -188,7 +188,7 @@ fn decode_payload(payload: &[u8], out: &mut Vec<Slot>) -> Option<()> {
             at: entry_at,
         };
         // The same rules as a fresh entry: a record that decodes to an invalid entry is damage.
-        let valid = is_valid_id(id)
+        let valid = Id::parse(id).is_some()
             && (status == Status::Active || reason.is_some())
             && (kind == Kind::Subject || before.is_none())
             && entry_at <= MAX_TIME

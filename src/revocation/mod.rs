@@ -31,6 +31,8 @@ use sha2::{Digest, Sha256};
 pub use entry::{Entry, EntryError, Kind, Reason, Status};
 pub use table::{Record, Slot, Table};
 
+use crate::clock::unix_now;
+use crate::id::Id;
 use crate::verify::{RevocationSource, Standing};
 
 /// The 120-bit digest under which an ID is stored (the low byte is always zero).
@@ -130,7 +132,13 @@ impl RevocationList {
     }
 
     /// The record for (kind, id), tombstones included.
-    pub fn lookup(&self, kind: Kind, id: &str) -> Option<Record> {
+    pub fn lookup(&self, kind: Kind, id: Id<'_>) -> Option<Record> {
+        self.lookup_text(kind, id.as_str())
+    }
+
+    /// [`RevocationList::lookup`] for text the caller already knows to be an ID (a verified
+    /// credential's `sub` and `jti`, checked when it was parsed); any other text finds nothing.
+    fn lookup_text(&self, kind: Kind, id: &str) -> Option<Record> {
         self.table.get(id_key(kind, id)).and_then(|s| s.record())
     }
 
@@ -169,8 +177,8 @@ impl RevocationSource for RevocationList {
     fn standing(&self, sub: &str, jti: &str, iat: i64) -> Standing {
         let mut worst = Standing::Good;
         for record in [
-            self.lookup(Kind::Credential, jti),
-            self.lookup(Kind::Subject, sub),
+            self.lookup_text(Kind::Credential, jti),
+            self.lookup_text(Kind::Subject, sub),
         ]
         .into_iter()
         .flatten()
@@ -200,27 +208,6 @@ impl RevocationSource for RevocationList {
         // A local list is authoritative: every acknowledged update is already applied.
         true
     }
-}
-
-/// Parses JSON Lines; the first bad line is reported by number and nothing is returned.
-pub fn parse_jsonl(text: &[u8]) -> Result<Vec<Entry>, LoadError> {
-    text.split(|&b| b == b'\n')
-        .enumerate()
-        .filter_map(|(index, line)| Some((index, import::parse_line(line)?)))
-        .map(|(index, parsed)| {
-            parsed.map_err(|error| LoadError::Entry {
-                line: index + 1,
-                error,
-            })
-        })
-        .collect()
-}
-
-/// The wall clock in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -331,7 +318,7 @@ mod tests {
     #[test]
     fn a_bad_line_is_reported_by_number_and_nothing_loads() {
         let text = b"{\"kind\":\"subject\",\"id\":\"a\",\"status\":\"revoked\",\"reason\":\"lost\",\"at\":1}\n\n{\"kind\":\"subject\"}\n";
-        match parse_jsonl(text) {
+        match import::parse_jsonl_parallel(text, 1) {
             Err(LoadError::Entry { line, .. }) => assert_eq!(line, 3),
             other => panic!("expected a line error, got {other:?}"),
         }

@@ -533,7 +533,9 @@ mod tests {
         let expected: Vec<_> = (0..3000)
             .map(|n| {
                 let e = entry(n, 0);
-                store.list().lookup(e.kind, &e.id)
+                store
+                    .list()
+                    .lookup(e.kind, crate::id::Id::parse(&e.id).unwrap())
             })
             .collect();
         let (adverse, records) = (store.list().len(), store.list().records());
@@ -550,7 +552,13 @@ mod tests {
         let (reopened, _) = RevocationStore::open(dir.path(), 4096).unwrap();
         for (n, want) in expected.iter().enumerate() {
             let e = entry(n, 0);
-            assert_eq!(reopened.list().lookup(e.kind, &e.id), *want, "id-{n}");
+            assert_eq!(
+                reopened
+                    .list()
+                    .lookup(e.kind, crate::id::Id::parse(&e.id).unwrap()),
+                *want,
+                "id-{n}"
+            );
         }
         assert_eq!(reopened.list().len(), adverse);
         assert_eq!(reopened.list().records(), records);
@@ -568,7 +576,12 @@ mod tests {
         let (store, recovery) = RevocationStore::open(dir.path(), 4096).unwrap();
         assert_eq!(recovery.entries, 1);
         let e = entry(1, 5);
-        assert!(store.list().lookup(e.kind, &e.id).is_some());
+        assert!(
+            store
+                .list()
+                .lookup(e.kind, crate::id::Id::parse(&e.id).unwrap())
+                .is_some()
+        );
     }
 
     #[test]

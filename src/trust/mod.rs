@@ -12,7 +12,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::b64;
-use crate::verify::signature::CheckedKey;
+use crate::ed25519::CheckedKey;
+use crate::verify::{IssuerKey, KeyLookup};
 
 /// Whether a key may still vouch for credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,21 @@ impl TrustedKey {
 #[derive(Clone, Debug, Default)]
 pub struct TrustStore {
     keys: HashMap<String, TrustedKey>,
+}
+
+impl KeyLookup for TrustStore {
+    fn issuer_key(&self, kid: &str, credential_iat: i64) -> Option<IssuerKey<'_>> {
+        self.key(kid).map(|key| IssuerKey {
+            key: &key.key,
+            group: key.index,
+            issuer: key.issuer.as_deref(),
+            valid_for_credential: key.is_valid_for(credential_iat),
+        })
+    }
+
+    fn key_count(&self) -> usize {
+        self.len()
+    }
 }
 
 /// Why a JWKS was refused. Messages name the key by position and `kid`, never key bytes.

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use super::batch;
-use super::signature::{SignatureError, SignatureJob};
+use crate::ed25519::batch;
+use crate::ed25519::{SignatureError, SignatureJob};
 
 /// How many signatures go into one batch at most. Larger batches amortise the multiscalar
 /// multiplication better (Pippenger widens its window with size): measured per signature, 1,024
-/// costs 13–15% less than 256, and 2,048 or 4,096 only 4–7% less again while a failed batch
-/// costs twice as much to fall back from (`raw_batch_size` in `benches/engine.rs`,
-/// BENCHMARKS.md). A batch never takes more than its share of a request,
+/// costs 12% less than 256 in the last run (8–14% over five), and 2,048 or 4,096 only 5–8% less
+/// again while a failed batch costs twice as much to fall back from (`raw_batch_size` in
+/// `benches/engine.rs`, BENCHMARKS.md "Criterion details"). A batch never takes more than its share of a request,
 /// so small requests still spread over every core.
 pub const DEFAULT_MAX_BATCH_SIGNATURES: usize = 1024;
 

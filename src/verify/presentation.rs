@@ -15,9 +15,10 @@ use sha2::{Digest as _, Sha256};
 use super::extract::{self, Shape};
 use super::json::JsonError;
 use super::outcome::{Outcome, Rejection};
-use super::signature::CheckedKey;
 use super::skeleton::{self, Container, Digest, SdObject};
 use crate::b64;
+use crate::ed25519::CheckedKey;
+use crate::id::Id;
 
 /// A short owned string (claims, `kid`, `typ`, nonces): kept inline up to 24 bytes, so typical
 /// values cost no allocation to read, clone or drop.
@@ -289,15 +290,6 @@ fn is_supported_alg(header: &Shape<'_>) -> bool {
     )
 }
 
-/// ID numbers and serials: 1–64 characters of `[A-Za-z0-9._-]` (SPEC §1).
-pub fn is_valid_id(id: &str) -> bool {
-    // Branch-free per byte, like `skeleton::is_base64url` ('.' is the one extra character).
-    (1..=64).contains(&id.len())
-        && id.bytes().fold(true, |ok, b| {
-            ok & (b == b'.' || skeleton::is_base64url(&[b]))
-        })
-}
-
 /// Reads `cnf.jwk` as an RFC 8037 Ed25519 key that passes the key rules of SPEC §2.
 fn holder_key(cnf: Option<&Shape<'_>>) -> HolderKey {
     let Some(cnf) = cnf else {
@@ -411,10 +403,10 @@ pub fn parse_issuer(text: &str, limits: &Limits) -> Result<IssuerJwt, Rejection>
         ),
     };
     let sub = text_claim(registered.sub)
-        .filter(|s| is_valid_id(s))
+        .filter(|s| Id::parse(s).is_some())
         .ok_or(malformed("sub claim missing or not an ID number"))?;
     let jti = text_claim(registered.jti)
-        .filter(|s| is_valid_id(s))
+        .filter(|s| Id::parse(s).is_some())
         .ok_or(malformed("jti claim missing or not a serial"))?;
     let sd_alg_supported = registered
         .sd_alg

@@ -220,10 +220,11 @@ impl TestGateway {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (gateway, _) = idgate::gateway::Gateway::open(settings).unwrap();
+                let (gateway, _) =
+                    idgate::gateway::Gateway::open(settings, idgate::api::route::LABELS).unwrap();
                 let listeners = idgate::server::Listeners::bind(
-                    gateway.settings.listen,
-                    gateway.settings.admin_listen,
+                    gateway.settings().listen,
+                    gateway.settings().admin_listen,
                 )
                 .await
                 .unwrap();

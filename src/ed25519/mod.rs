@@ -1,4 +1,8 @@
-//! The one Ed25519 acceptance rule of SPEC §2, applied identically in every path.
+//! The one Ed25519 acceptance rule of SPEC §2, applied identically in every path: keys, the
+//! rule's byte-level pre-checks, signature jobs and (in [`batch`]) the cofactored equation.
+//!
+//! A leaf module: it imports nothing from the rest of the crate, so `trust/` (which checks keys
+//! at load) and `verify/` (which runs the rule) both depend on it and not on each other.
 //!
 //! A signature is accepted exactly when:
 //! 1. it is 64 bytes and the public key is 32 bytes (enforced by the types here);
@@ -19,8 +23,11 @@
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
+use hex_literal::hex;
 
-use super::batch::{Item, KeyPoint};
+pub mod batch;
+
+use batch::{Item, KeyPoint};
 
 /// Why a signature was refused. The names are the `error` values of `POST /v1/signatures/verify`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -58,38 +65,18 @@ const GROUP_ORDER: [u8; 32] = [
 /// is complete for our purposes; `tests::small_order_table_is_the_eight_torsion` proves it.
 const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
     // Identity (order 1).
-    hex32("0100000000000000000000000000000000000000000000000000000000000000"),
+    hex!("0100000000000000000000000000000000000000000000000000000000000000"),
     // (0, -1), order 2.
-    hex32("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    hex!("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
     // (±sqrt(-1), 0), order 4.
-    hex32("0000000000000000000000000000000000000000000000000000000000000000"),
-    hex32("0000000000000000000000000000000000000000000000000000000000000080"),
+    hex!("0000000000000000000000000000000000000000000000000000000000000000"),
+    hex!("0000000000000000000000000000000000000000000000000000000000000080"),
     // Order 8.
-    hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
-    hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
-    hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
-    hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    hex!("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    hex!("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+    hex!("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    hex!("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
 ];
-
-/// Decodes 64 hex digits at compile time (the table above stays greppable against the literature).
-const fn hex32(text: &str) -> [u8; 32] {
-    const fn nibble(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => panic!("not a lowercase hex digit"),
-        }
-    }
-    let bytes = text.as_bytes();
-    assert!(bytes.len() == 64);
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = (nibble(bytes[2 * i]) << 4) | nibble(bytes[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
 
 /// Rule 2: is the little-endian scalar strictly below ℓ?
 pub fn is_canonical_scalar(s: &[u8; 32]) -> bool {

@@ -26,7 +26,7 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use rand::Rng;
 
-use super::signature::SignatureError;
+use super::SignatureError;
 
 /// A public key as the equation needs it: a point, or bytes to decompress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
