@@ -365,3 +365,34 @@ fn replays_are_decided_in_input_order_across_blocks() {
         }
     }
 }
+
+#[test]
+fn serve_refuses_an_unknown_setting_value_and_lists_the_accepted_ones() {
+    let scheme = Scheme::new(25);
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::gateway::write_config(dir.path(), &scheme, &Default::default());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[replay]\n", "[replay]\nbackend = \"redis-ish\"\n")
+            .replace("[log]\n", "[log]\nlevel = \"loud\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(idgate_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Both problems at once, each with what would have been accepted.
+    assert!(
+        stderr
+            .contains("replay.backend: unknown variant `redis-ish`, expected `memory` or `redis`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("log.level: unknown variant `loud`, expected one of `error`, `warn`, `info`, `debug`, `trace`"),
+        "{stderr}"
+    );
+}

@@ -32,6 +32,7 @@ pub mod disclosure;
 pub mod engine;
 pub mod extract;
 pub mod json;
+mod key_binding;
 pub mod outcome;
 pub mod policy;
 pub mod ports;

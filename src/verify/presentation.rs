@@ -20,6 +20,8 @@ use crate::b64;
 use crate::ed25519::CheckedKey;
 use crate::id::Id;
 
+pub use super::key_binding::{KbClaims, KbJwt, KeyBinding, parse_key_binding};
+
 /// A short owned string (claims, `kid`, `typ`, nonces): kept inline up to 24 bytes, so typical
 /// values cost no allocation to read, clone or drop.
 pub type Text = compact_str::CompactString;
@@ -42,7 +44,7 @@ impl Default for Limits {
     }
 }
 
-const fn malformed(detail: &'static str) -> Rejection {
+pub(super) const fn malformed(detail: &'static str) -> Rejection {
     Rejection::new(Outcome::Malformed, detail)
 }
 
@@ -116,35 +118,6 @@ pub struct Disclosure<'a> {
     pub text: &'a str,
 }
 
-/// The key-binding JWT's claims.
-#[derive(Clone, Debug)]
-pub struct KbClaims {
-    pub iat: i64,
-    pub audiences: Vec<Text>,
-    pub nonce: Text,
-    /// The claimed `sd_hash`; `None` when it is not 43 bytes long, so cannot match any digest.
-    pub sd_hash: Option<Digest>,
-}
-
-/// A KB-JWT that parsed (its signature and `sd_hash` are checked later).
-#[derive(Clone, Debug)]
-pub struct KbJwt<'a> {
-    pub claims: KbClaims,
-    pub signature: Option<[u8; 64]>,
-    /// `header.payload`, the bytes the holder signed.
-    pub signing_input: &'a str,
-}
-
-/// The key-binding part of a presentation.
-#[derive(Clone, Debug)]
-pub enum KeyBinding<'a> {
-    /// The presentation ends with `~`: a bearer copy.
-    Absent,
-    /// Present but unusable; the reason becomes `key_binding_invalid`.
-    Invalid(&'static str),
-    Present(KbJwt<'a>),
-}
-
 /// A presentation split into its parts. The issuer part is parsed separately (it may come from
 /// the cache); see [`split`] and [`parse_issuer`].
 #[derive(Debug)]
@@ -199,7 +172,7 @@ pub fn decode_payload(jws: &str) -> Option<Vec<u8>> {
 }
 
 /// Splits compact JWS text into its three segments.
-fn jws_segments(text: &str) -> Option<(&str, &str, &str)> {
+pub(super) fn jws_segments(text: &str) -> Option<(&str, &str, &str)> {
     let mut dots = memchr::memchr_iter(b'.', text.as_bytes());
     let first = dots.next()?;
     let second = dots.next()?;
@@ -216,11 +189,11 @@ fn jws_segments(text: &str) -> Option<(&str, &str, &str)> {
 
 /// What verification reads from a JWS header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Header {
-    alg_supported: bool,
-    typ: Option<Text>,
-    kid: Option<Text>,
-    crit: bool,
+pub(super) struct Header {
+    pub(super) alg_supported: bool,
+    pub(super) typ: Option<Text>,
+    pub(super) kid: Option<Text>,
+    pub(super) crit: bool,
 }
 
 impl Header {
@@ -240,7 +213,7 @@ impl Header {
     /// [`Header::parse`], memoised per thread on the segment text. Headers repeat byte for byte
     /// (one per issuer key, one per wallet implementation), so nearly every lookup hits; the memo
     /// holds 8 short entries, so it stays tiny and can never grow.
-    fn read(segment: &str, limits: &Limits) -> Result<Header, JsonError> {
+    pub(super) fn read(segment: &str, limits: &Limits) -> Result<Header, JsonError> {
         const ENTRIES: usize = 8;
         const MAX_SEGMENT: usize = 256;
         type Memo = Vec<(usize, Box<str>, Result<Header, JsonError>)>;
@@ -271,7 +244,7 @@ impl Header {
 }
 
 /// Parses a decoded JWS segment that must be a JSON object, capturing `capture` levels.
-fn parse_object<'b>(
+pub(super) fn parse_object<'b>(
     bytes: &'b [u8],
     limits: &Limits,
     capture: usize,
@@ -350,7 +323,7 @@ impl<'p, 'de> Registered<'p, 'de> {
     }
 }
 
-fn text_claim(value: Option<&Shape<'_>>) -> Option<Text> {
+pub(super) fn text_claim(value: Option<&Shape<'_>>) -> Option<Text> {
     value.and_then(Shape::as_str).map(Text::from)
 }
 
@@ -559,93 +532,6 @@ fn read_disclosure_in_general<'a>(
     })
 }
 
-/// Parses the KB-JWT text. `Err` is check 1 or 2; problems for check 7 are `KeyBinding::Invalid`.
-pub fn parse_key_binding<'a>(text: &'a str, limits: &Limits) -> Result<KeyBinding<'a>, Rejection> {
-    if text.is_empty() {
-        return Ok(KeyBinding::Absent);
-    }
-    let Some((header_b64, payload_b64, signature_b64)) = jws_segments(text) else {
-        return Ok(KeyBinding::Invalid(
-            "KB-JWT is not three dot-separated segments",
-        ));
-    };
-    let header = match Header::read(header_b64, limits) {
-        Ok(header) => header,
-        Err(JsonError::TooDeep) => return Err(malformed("JSON nesting exceeds the limit")),
-        Err(JsonError::Invalid) => {
-            return Ok(KeyBinding::Invalid(
-                "KB-JWT header is not a base64url JSON object",
-            ));
-        }
-    };
-    let signing_input = &text[..header_b64.len() + 1 + payload_b64.len()];
-    let signature = b64::decode_array::<64>(signature_b64);
-    // Header and payload must both be JSON objects before the alg is judged (check 2), and the
-    // alg before anything else about the KB-JWT (check 7).
-    let read = |bytes: &[u8]| match parse_object(bytes, limits, 2) {
-        Ok(payload) => Ok(Some(key_binding_claims(&payload.shape, &header))),
-        Err(JsonError::TooDeep) => Err(malformed("JSON nesting exceeds the limit")),
-        Err(JsonError::Invalid) => Ok(None),
-    };
-    match b64::with_decoded::<_, 512>(payload_b64, read) {
-        Err(_) => Ok(KeyBinding::Invalid("KB-JWT payload is not base64url")),
-        Ok(Err(rejection)) => Err(rejection),
-        Ok(Ok(None)) => Ok(KeyBinding::Invalid("KB-JWT payload is not a JSON object")),
-        Ok(Ok(Some(_))) if !header.alg_supported => Err(Rejection::new(
-            Outcome::UnsupportedAlg,
-            "KB-JWT alg must be EdDSA or Ed25519",
-        )),
-        Ok(Ok(Some(Err(detail)))) => Ok(KeyBinding::Invalid(detail)),
-        Ok(Ok(Some(Ok(claims)))) => Ok(KeyBinding::Present(KbJwt {
-            claims,
-            signature,
-            signing_input,
-        })),
-    }
-}
-
-/// The KB-JWT header and payload checks of check 7 (the alg is checked by the caller, check 2).
-fn key_binding_claims(payload: &Shape<'_>, header: &Header) -> Result<KbClaims, &'static str> {
-    if header.typ.as_deref() != Some("kb+jwt") {
-        return Err("KB-JWT typ must be kb+jwt");
-    }
-    if header.crit {
-        return Err("KB-JWT header has crit extensions we do not understand");
-    }
-    let iat = payload
-        .field("iat")
-        .and_then(Shape::as_date)
-        .ok_or("KB-JWT iat missing or not a number")?;
-    let audiences = match payload.field("aud") {
-        Some(Shape::Str(aud)) => vec![Text::from(aud.as_ref())],
-        Some(Shape::Items(items))
-            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some()) =>
-        {
-            items
-                .iter()
-                .filter_map(Shape::as_str)
-                .map(Text::from)
-                .collect()
-        }
-        _ => return Err("KB-JWT aud missing or not a string"),
-    };
-    let (Some(nonce), Some(sd_hash)) = (
-        text_claim(payload.field("nonce")),
-        payload.field("sd_hash").and_then(Shape::as_str),
-    ) else {
-        return Err("KB-JWT nonce or sd_hash missing");
-    };
-    if nonce.is_empty() {
-        return Err("KB-JWT nonce is empty");
-    }
-    Ok(KbClaims {
-        iat,
-        audiences,
-        nonce,
-        sd_hash: Digest::try_from(sd_hash.as_bytes()).ok(),
-    })
-}
-
 /// The two SHA-256 digests a presentation needs, sharing the work on their common prefix (the
 /// `sd_hash` input starts with the issuer JWT, which is the cache key's input).
 #[derive(Clone, Copy, Debug)]
@@ -687,237 +573,5 @@ pub fn issuer_cache_key(issuer_jwt: &str) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every string over a small alphabet (with a multi-byte char) up to length 6.
-    fn all_strings() -> Vec<String> {
-        let alphabet = ['a', '~', '.', 'é'];
-        let mut out = vec![String::new()];
-        let mut frontier = vec![String::new()];
-        for _ in 0..6 {
-            frontier = frontier
-                .iter()
-                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
-                .collect();
-            out.extend(frontier.iter().cloned());
-        }
-        out
-    }
-
-    #[test]
-    fn split_agrees_with_splitting_at_every_tilde() {
-        let limits = Limits {
-            max_disclosures: 2,
-            ..Limits::default()
-        };
-        for text in all_strings() {
-            let expected = text.rfind('~').map(|last| {
-                let mut pieces = text[..last].split('~');
-                let issuer = pieces.next().unwrap_or("");
-                (
-                    issuer,
-                    pieces.collect::<Vec<_>>(),
-                    &text[..=last],
-                    &text[last + 1..],
-                )
-            });
-            match (split(&text, &limits), expected) {
-                (Err(_), None) => {}
-                (Err(_), Some((issuer, disclosures, _, _))) => {
-                    assert!(issuer.is_empty() || disclosures.len() > 2, "{text:?}");
-                }
-                (Ok(parts), Some((issuer, disclosures, sd_hash_input, kb_jwt))) => {
-                    assert_eq!(parts.issuer_jwt, issuer, "{text:?}");
-                    assert_eq!(parts.disclosures, disclosures, "{text:?}");
-                    assert_eq!(parts.sd_hash_input, sd_hash_input, "{text:?}");
-                    assert_eq!(parts.kb_jwt, kb_jwt, "{text:?}");
-                }
-                (Ok(_), None) => panic!("{text:?} has no tilde but split"),
-            }
-        }
-    }
-
-    #[test]
-    fn jws_segments_are_exactly_three() {
-        for text in all_strings() {
-            let pieces: Vec<&str> = text.split('.').collect();
-            let expected = (pieces.len() == 3).then(|| (pieces[0], pieces[1], pieces[2]));
-            assert_eq!(jws_segments(&text), expected, "{text:?}");
-        }
-    }
-
-    /// What a disclosure read gives, in comparable form.
-    fn reading(
-        result: Result<Disclosure<'_>, DisclosureError>,
-    ) -> Result<(Digest, Option<u64>, Option<Container>), String> {
-        match result {
-            Ok(d) => Ok((d.digest, d.name, d.value)),
-            Err(DisclosureError::TooDeep) => Err("too deep".into()),
-            Err(DisclosureError::Invalid(detail)) => Err(detail.into()),
-        }
-    }
-
-    /// Pieces of disclosures: plain and escaped strings (an escaped reserved name among them),
-    /// reserved names, a raw control character, non-strings, nested containers with and without
-    /// `_sd` problems, duplicate keys, multi-byte characters.
-    const ELEMENTS: [&str; 20] = [
-        r#""salt""#,
-        r#""given_name""#,
-        r#""NG""#,
-        r#""_sd""#,
-        r#""...""#,
-        r#""\u005fsd""#,
-        r#""n\u0061me""#,
-        r#""a\"b""#,
-        "\"a\tb\"",
-        r#""""#,
-        r#""é""#,
-        "42",
-        "-0.5e3",
-        "true",
-        "null",
-        r#"{"_sd":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"],"a":{"b":[1,{"...":"x"}]}}"#,
-        r#"{"_sd":5}"#,
-        r#"[{"...":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},[[]]]"#,
-        r#"{"k":1,"k":2}"#,
-        r#"[[[[1]]]]"#,
-    ];
-    const SEPARATORS: [&str; 4] = [",", ", ", " ,", ",\n"];
-    const TAILS: [&str; 3] = ["", " ", "x"];
-
-    /// `[e0 s1 e1 s2 e2 …]tail` from indexes into the tables above.
-    fn disclosure_text(elements: &[(usize, usize)], tail: usize) -> Vec<u8> {
-        let mut text = String::from("[");
-        for (i, &(element, separator)) in elements.iter().enumerate() {
-            if i > 0 {
-                text.push_str(SEPARATORS[separator]);
-            }
-            text.push_str(ELEMENTS[element]);
-        }
-        text.push(']');
-        text.push_str(TAILS[tail]);
-        text.into_bytes()
-    }
-
-    /// Reads `bytes` both ways at several depth limits; true if the fast path answered.
-    fn compare_paths(bytes: &[u8]) -> Result<bool, String> {
-        let mut fast = false;
-        for max_json_depth in [0, 1, 2, 3, Limits::default().max_json_depth] {
-            let limits = Limits {
-                max_json_depth,
-                ..Limits::default()
-            };
-            let general = reading(read_disclosure_in_general("text", bytes, &limits));
-            let either = reading(read_disclosure("text", bytes, &limits));
-            if either != general {
-                return Err(format!(
-                    "{:?} at depth {max_json_depth}: {either:?} vs {general:?}",
-                    String::from_utf8_lossy(bytes)
-                ));
-            }
-            fast |= extract::parse_plain_disclosure(bytes, max_json_depth).is_some();
-        }
-        Ok(fast)
-    }
-
-    /// Every 2- and 3-element disclosure over the tables (with 1- and 4-element ones for the
-    /// plain separator), read both ways: the same digest, name, value skeleton or error.
-    #[test]
-    fn plain_disclosures_read_as_the_general_parser_reads_them() {
-        let n = ELEMENTS.len();
-        let mut texts = Vec::new();
-        for a in 0..n {
-            texts.push(disclosure_text(&[(a, 0)], 0));
-            for b in 0..n {
-                for tail in 0..TAILS.len() {
-                    for sep in 0..SEPARATORS.len() {
-                        texts.push(disclosure_text(&[(a, 0), (b, sep)], tail));
-                    }
-                }
-                for c in 0..n {
-                    for sep in 0..SEPARATORS.len() {
-                        texts.push(disclosure_text(&[(a, 0), (b, sep), (c, sep)], 0));
-                    }
-                    texts.push(disclosure_text(&[(a, 0), (b, 0), (c, 0)], 1));
-                    texts.push(disclosure_text(&[(a, 0), (b, 0), (c, 0), (0, 0)], 0));
-                }
-            }
-        }
-        let mut fast = 0;
-        for text in &texts {
-            match compare_paths(text) {
-                Ok(hit) => fast += usize::from(hit),
-                Err(difference) => panic!("{difference}"),
-            }
-        }
-        // The fast path must really be exercised, and must not take everything.
-        assert!(
-            fast > 1_000,
-            "fast path taken {fast} times of {}",
-            texts.len()
-        );
-        assert!(
-            fast < texts.len() / 2,
-            "fast path taken {fast} times of {}",
-            texts.len()
-        );
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
-
-        /// Mostly-plain disclosures with one byte replaced anywhere: still read alike.
-        #[test]
-        fn mutated_disclosures_read_as_the_general_parser_reads_them(
-            elements in proptest::collection::vec((0..ELEMENTS.len(), 0..2usize), 1..5),
-            at in proptest::prelude::any::<proptest::sample::Index>(),
-            byte in proptest::prelude::any::<u8>(),
-        ) {
-            let mut bytes = disclosure_text(&elements, 0);
-            let at = at.index(bytes.len());
-            bytes[at] = byte;
-            if let Err(difference) = compare_paths(&bytes) {
-                proptest::prop_assert!(false, "{}", difference);
-            }
-        }
-    }
-
-    #[test]
-    fn usual_disclosures_take_the_fast_path() {
-        let depth = Limits::default().max_json_depth;
-        for (text, name) in [
-            (
-                r#"["hkp8hUNbGP9rf1HF5vlhUA","given_name","Amina"]"#,
-                Some("given_name"),
-            ),
-            (r#"["s","age",42]"#, Some("age")),
-            (r#"["s","address",{"_sd":[]}]"#, Some("address")),
-            (r#"["s","_sd","x"]"#, Some("_sd")),
-            (r#"["s","NG"]"#, None),
-            (r#"["s",{"a":[1]}]"#, None),
-            // The value is read by the general value parser, leading whitespace included.
-            (r#"["s","n", 1]"#, Some("n")),
-        ] {
-            let plain = extract::parse_plain_disclosure(text.as_bytes(), depth);
-            assert_eq!(plain.map(|p| p.name), Some(name), "{text}");
-        }
-        // Anything else goes the general way.
-        for text in [
-            r#"[ "s","n","v"]"#,
-            r#"["s", "n","v"]"#,
-            r#"["s\u0041","n","v"]"#,
-            r#"["s","\u005fsd","v"]"#,
-            r#"["s","n","v","w"]"#,
-            r#"["s","n",{"_sd":5}]"#,
-            r#"["s","n","v"] "#,
-            r#"["s"]"#,
-        ] {
-            assert!(
-                extract::parse_plain_disclosure(text.as_bytes(), depth).is_none(),
-                "{text}"
-            );
-        }
-        assert!(extract::parse_plain_disclosure(br#"["s","n","v"]"#, 0).is_none());
-    }
-}
+#[path = "presentation_tests.rs"]
+mod tests;

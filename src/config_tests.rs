@@ -1,0 +1,114 @@
+//! Tests of `config.rs` (kept in their own file so the module reads as one screenful of code).
+use super::*;
+
+const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+fn check_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(&path, text).unwrap();
+    load(
+        Some(&path),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn tenant() -> String {
+    format!(
+        "[[tenants]]\nname = \"bank-a\"\napi_key_sha256 = \"{KEY}\"\naudiences = [\"urn:idgate:any\"]\n"
+    )
+}
+
+#[test]
+fn the_spec_example_loads_with_its_defaults() {
+    let settings = check_text(&tenant(), &[]).unwrap();
+    assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(settings.max_batch_items, 10_000);
+    assert!(settings.tenants[0].require_key_binding);
+    assert!(!settings.tenants[0].allow_status_queries);
+    assert!(
+        settings.trust_jwks.ends_with("trust.jwks.json") && settings.trust_jwks.is_absolute()
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let error =
+        check_text(&format!("[server]\nlisten_port = 1\n{}", tenant()), &[]).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `listen_port`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let text = format!(
+        "[server]\nlisten = \"nowhere\"\nmax_body_bytes = 0\n[policy]\nclock_skew_s = -1\n[log]\nformat = \"xml\"\n[admin]\ntoken_sha256 = \"zz\"\n{}[[tenants]]\nname = \"Bad Name\"\napi_key_sha256 = \"short\"\naudiences = []\n",
+        tenant()
+    );
+    let problems = check_text(&text, &[]).unwrap_err().problems;
+    for expected in [
+        "server.listen",
+        "max_body_bytes",
+        "clock_skew_s",
+        "log.format",
+        "admin.token_sha256",
+        "name must be",
+        "api_key_sha256 must be",
+        "audiences must",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "missing {expected}: {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn closed_sets_refuse_other_values_and_list_the_accepted_ones() {
+    let text = format!(
+        "[replay]\nbackend = \"redis-ish\"\n[revocation]\nfeed = \"kafka\"\n[log]\nlevel = \"loud\"\nformat = 7\n{}",
+        tenant()
+    );
+    let problems = check_text(&text, &[]).unwrap_err().problems;
+    for expected in [
+        "replay.backend: unknown variant `redis-ish`, expected `memory` or `redis`",
+        "revocation.feed: unknown variant `kafka`, expected `none` or `redis`",
+        "log.level: unknown variant `loud`, expected one of `error`, `warn`, `info`, `debug`, `trace`",
+        "log.format: invalid type",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "missing {expected}: {problems:#?}"
+        );
+    }
+    let text = format!("[replay]\nbackend = \"redis\"\n{}", tenant());
+    let problems = check_text(&text, &[]).unwrap_err().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("not supported by this build"))
+    );
+    let text = format!("[log]\nlevel = \"debug\"\nformat = \"text\"\n{}", tenant());
+    let settings = check_text(&text, &[]).unwrap();
+    assert_eq!(settings.log_level, LogLevel::Debug);
+    assert!(!settings.log_json);
+}
+
+#[test]
+fn environment_overrides_win_and_are_checked_too() {
+    let settings = check_text(
+        &tenant(),
+        &[
+            ("IDGATE_SERVER_LISTEN", "127.0.0.1:0"),
+            ("IDGATE_SERVER_MAX_BATCH_ITEMS", "50"),
+            ("IDGATE_VECTORS_DIR", "/x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(settings.listen.port(), 0);
+    assert_eq!(settings.max_batch_items, 50);
+    let error = check_text(&tenant(), &[("IDGATE_SERVER_LISTN", "x")]).unwrap_err();
+    assert!(error.to_string().contains("listn"), "{error}");
+}
