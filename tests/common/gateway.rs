@@ -19,10 +19,6 @@ pub const API_KEY: &str = "bank-api-key";
 pub const TELCO_KEY: &str = "telco-api-key";
 pub const ADMIN_TOKEN: &str = "admin-token";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Settings a test may change.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -103,9 +99,9 @@ allow_status_queries = true
         coalesce = options.coalesce_max_items,
         replay = options.replay_capacity,
         rate = options.rate_limit_items_per_s,
-        admin = hex(&Sha256::digest(ADMIN_TOKEN)),
-        bank = hex(&Sha256::digest(API_KEY)),
-        telco = hex(&Sha256::digest(TELCO_KEY)),
+        admin = hex::encode(Sha256::digest(ADMIN_TOKEN)),
+        bank = hex::encode(Sha256::digest(API_KEY)),
+        telco = hex::encode(Sha256::digest(TELCO_KEY)),
     );
     let path = dir.join("idgate.toml");
     std::fs::write(&path, config).unwrap();

@@ -480,10 +480,7 @@ pub fn vectors_dir() -> Option<PathBuf> {
 }
 
 pub fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(text).unwrap()
 }
 
 /// The `idgate` binary under test.
