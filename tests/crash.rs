@@ -595,12 +595,9 @@ fn is_absent(result: &StatusResult<'_>) -> bool {
         && result.revoked_before.is_none()
 }
 
-/// One series of the Prometheus text (exact name, no labels), if present.
+/// One series of the Prometheus text (its name and labels as written), if present.
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let (series, value) = line.split_once(' ')?;
-        (series == name).then(|| value.trim().parse().ok())?
-    })
+    testkit::metrics::parse(text).get(name).copied()
 }
 
 /// What one check found.

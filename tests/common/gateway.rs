@@ -157,12 +157,9 @@ pub trait Client {
 
     /// One sample of a metric line (`name{labels}`), 0 when absent.
     fn metric(&self, series: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
+        testkit::metrics::parse(&self.metrics())
+            .get(series)
+            .copied()
             .unwrap_or(0.0)
     }
 
