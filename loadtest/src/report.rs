@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -33,6 +34,22 @@ pub struct Report {
 pub struct Machine {
     pub cores: usize,
     pub cpu: String,
+}
+
+impl Machine {
+    /// This machine, with `cores` cores and the CPU model `/proc/cpuinfo` names.
+    pub fn this(cores: usize) -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine { cores, cpu }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -180,6 +197,32 @@ impl RunReport {
             ..RunReport::default()
         }
     }
+}
+
+/// Writes the JSON report, with the corpus issuers' JWKS beside the schema's fields (so an
+/// external gateway can be set up to trust them), and the HTML page; creates their
+/// directories and prints where they are.
+pub fn write(
+    report: &Report,
+    json_path: &Path,
+    html_path: &Path,
+    issuers_jwks: serde_json::Value,
+) -> anyhow::Result<()> {
+    for path in [json_path, html_path] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut document = serde_json::to_value(report)?;
+    document["issuers_jwks"] = issuers_jwks;
+    std::fs::write(json_path, serde_json::to_string_pretty(&document)?)?;
+    std::fs::write(html_path, html(report))?;
+    println!(
+        "\nreports: {} and {}",
+        json_path.display(),
+        html_path.display()
+    );
+    Ok(())
 }
 
 fn ms(micros: u64) -> String {

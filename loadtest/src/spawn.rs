@@ -236,7 +236,7 @@ allow_status_queries = true
         ready_after: Duration::ZERO,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while crate::http::get(operator, "/readyz", None).map(|r| r.0) != Some(200) {
+    while crate::SETUP.get(operator, "/readyz").ok().map(|r| r.status) != Some(200) {
         if Instant::now() > deadline {
             bail!("the gateway did not become ready");
         }

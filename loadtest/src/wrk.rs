@@ -276,7 +276,10 @@ impl Comparison {
         };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
-            if let Some((200, _)) = crate::http::get(service.addr, "/livez", None) {
+            if crate::SETUP
+                .get(service.addr, "/livez")
+                .is_ok_and(|r| r.status == 200)
+            {
                 return Ok(service);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -293,17 +296,21 @@ impl Comparison {
     /// must be accepted, and the same body with one holder signature altered refused (a
     /// service answering 200 to everything would otherwise pass the load run).
     pub fn check_verifies(&self, body: &[u8], api_key: &str) -> Result<(), String> {
+        let auth = format!("Bearer {api_key}");
         let post = |body: &[u8]| {
-            crate::http::request(
-                self.addr,
-                "POST",
-                "/v1/verify",
-                Some(api_key),
-                Some("application/json"),
-                body,
-            )
-            .map(|(status, _)| status)
-            .ok_or("the service did not answer")
+            crate::SETUP
+                .request(
+                    self.addr,
+                    "POST",
+                    "/v1/verify",
+                    &[
+                        ("Authorization", &auth),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body,
+                )
+                .map(|reply| reply.status)
+                .map_err(|_| "the service did not answer")
         };
         let forged = forge(body).ok_or("no presentation to forge in the request")?;
         match (post(body)?, post(&forged)?) {
