@@ -26,15 +26,12 @@ fn the_spec_example_loads_with_its_defaults() {
     assert_eq!(settings.max_batch_items, 10_000);
     assert!(settings.tenants[0].require_key_binding);
     assert!(!settings.tenants[0].allow_status_queries);
-    assert!(
-        settings.trust_jwks.ends_with("trust.jwks.json") && settings.trust_jwks.is_absolute()
-    );
+    assert!(settings.trust_jwks.ends_with("trust.jwks.json") && settings.trust_jwks.is_absolute());
 }
 
 #[test]
 fn unknown_keys_are_refused() {
-    let error =
-        check_text(&format!("[server]\nlisten_port = 1\n{}", tenant()), &[]).unwrap_err();
+    let error = check_text(&format!("[server]\nlisten_port = 1\n{}", tenant()), &[]).unwrap_err();
     assert!(
         error.to_string().contains("unknown field `listen_port`"),
         "{error}"

@@ -13,8 +13,8 @@ use common::gateway::{
 };
 use common::http::{self, request};
 use common::{AUDIENCE, Scheme};
-use idgate::mint::{CredentialSpec, KeyBindingSpec};
 use idgate::clock::unix_now;
+use idgate::mint::{CredentialSpec, KeyBindingSpec};
 use serde_json::{Value, json};
 
 /// A scheme minting for the wall clock. KB-JWTs get `iat = now - 2`, so the scheme's "now" is

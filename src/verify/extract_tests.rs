@@ -57,9 +57,8 @@ fn reference(
                     Some(value) => match value.as_str().and_then(digest_of) {
                         Some(d) => skeleton.digests.push(d),
                         None => {
-                            problem.get_or_insert(
-                                "an array element digest is not a SHA-256 digest",
-                            );
+                            problem
+                                .get_or_insert("an array element digest is not a SHA-256 digest");
                         }
                     },
                     None => skeleton.children.extend(child),
@@ -159,14 +158,14 @@ fn arb_text_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec(("[a-z\u{e9}\"\\\\]{0,4}", inner), 0..4).prop_map(
-                |entries| Value::Object(
+            prop::collection::vec(("[a-z\u{e9}\"\\\\]{0,4}", inner), 0..4).prop_map(|entries| {
+                Value::Object(
                     entries
                         .into_iter()
                         .filter(|(k, _)| k != "_sd" && k != "...")
-                        .collect()
+                        .collect(),
                 )
-            ),
+            }),
         ]
     })
 }
@@ -302,8 +301,7 @@ fn escapes_numbers_and_surrogates_follow_rfc_8259() {
 #[test]
 fn duplicate_keys_are_refused_even_in_big_objects() {
     assert!(parse(br#"{"a":1,"a":2}"#, 16, 0).is_err());
-    let many: String =
-        (0..100).map(|i| format!("\"k{i}\":1,")).collect::<String>() + "\"k77\":2";
+    let many: String = (0..100).map(|i| format!("\"k{i}\":1,")).collect::<String>() + "\"k77\":2";
     assert_eq!(
         parse(format!("{{{many}}}").as_bytes(), 16, 0).map(|_| ()),
         Err(JsonError::Invalid)

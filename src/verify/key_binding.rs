@@ -6,7 +6,9 @@
 use super::extract::Shape;
 use super::json::JsonError;
 use super::outcome::{Outcome, Rejection};
-use super::presentation::{Header, Limits, Text, jws_segments, malformed, parse_object, text_claim};
+use super::presentation::{
+    Header, Limits, Text, jws_segments, malformed, parse_object, text_claim,
+};
 use super::skeleton::Digest;
 use crate::b64;
 
@@ -125,4 +127,3 @@ fn key_binding_claims(payload: &Shape<'_>, header: &Header) -> Result<KbClaims, 
         sd_hash: Digest::try_from(sd_hash.as_bytes()).ok(),
     })
 }
-
