@@ -259,18 +259,34 @@ fn sigterm_during_load_loses_no_accepted_request_and_exits_zero() {
         .collect();
     let public = gateway.public;
     let presentations = Arc::new(presentations);
+    // Clients send until the gateway stops taking connections, so the load cannot end before the
+    // signal; each request carries 32 presentations, so it takes long enough to be caught.
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let presentations = Arc::clone(&presentations);
             std::thread::spawn(move || {
                 let mut answered = Vec::new();
-                for round in 0..50 {
+                let give_up = Instant::now() + Duration::from_secs(30);
+                for round in 0.. {
                     let id = format!("c{client}-r{round}");
-                    let body = json!({"presentations": [presentations[(client * 50 + round) % presentations.len()]]}).to_string();
+                    let start = (client * 50 + round) % (presentations.len() - 32);
+                    let body =
+                        json!({"presentations": presentations[start..start + 32]}).to_string();
                     let auth = format!("Bearer {API_KEY}");
+                    let sent = Instant::now();
                     // A refused or reset connection is a request the server never accepted.
-                    if let Ok(reply) = request(public, "POST", "/v1/verify", &[("Authorization", &auth), ("x-request-id", &id)], body.as_bytes()) {
-                        answered.push((id, reply.status));
+                    match request(
+                        public,
+                        "POST",
+                        "/v1/verify",
+                        &[("Authorization", &auth), ("x-request-id", &id)],
+                        body.as_bytes(),
+                    ) {
+                        Ok(reply) => answered.push((id, reply.status, sent, Instant::now())),
+                        Err(_) => break,
+                    }
+                    if Instant::now() > give_up {
+                        break;
                     }
                 }
                 answered
@@ -278,17 +294,28 @@ fn sigterm_during_load_loses_no_accepted_request_and_exits_zero() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
     gateway.signal("TERM");
-    let answered: Vec<(String, u16)> = clients
+    let answered: Vec<(String, u16, Instant, Instant)> = clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
         .collect();
+    // Some requests were in flight when the signal was sent, and got their whole answer.
+    let spanning = answered
+        .iter()
+        .filter(|(_, status, sent, done)| *status == 200 && *sent < signalled && *done > signalled)
+        .count();
+    assert!(
+        spanning > 0,
+        "no request was in flight at SIGTERM ({} answered), so the drain was not tested",
+        answered.len()
+    );
     let (status, logs) = gateway.wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
     let received: HashSet<&str> = answered
         .iter()
-        .filter(|(_, s)| *s == 200)
-        .map(|(id, _)| id.as_str())
+        .filter(|(_, s, _, _)| *s == 200)
+        .map(|(id, _, _, _)| id.as_str())
         .collect();
     let mut accepted = 0;
     for line in &logs {

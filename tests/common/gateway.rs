@@ -352,9 +352,21 @@ impl BinaryGateway {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                let logs: Vec<String> = self.logs.try_iter().collect();
-                return (status, logs);
+                // Every line: the reader thread drops its sender when it reaches the end of the
+                // exited process's stderr, which disconnects the channel.
+                let mut logs = Vec::new();
+                loop {
+                    match self
+                        .logs
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(line) => logs.push(line),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return (status, logs),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            panic!("the log reader did not reach the end of stderr in time")
+                        }
+                    }
+                }
             }
             assert!(
                 Instant::now() < deadline,
