@@ -43,10 +43,10 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use serde_json::Value;
 
-use common::crash::{
-    self, Answer, Fate, Request, Stream, body_of, check, config_in, entries_for, stop_cleanly,
-    tail, up,
-};
+use common::crash::check::check;
+use common::crash::launch::{stop_cleanly, tail, up};
+use common::crash::requests::{Answer, Fate, Request, body_of, entries_for};
+use common::crash::{self, Stream, config_in};
 use common::gateway::ADMIN_TOKEN;
 use common::http;
 

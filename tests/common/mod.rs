@@ -3,6 +3,7 @@
 //! the shared vectors.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod crash;
 pub mod gateway;
 pub mod http;
 
