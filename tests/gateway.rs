@@ -1,33 +1,25 @@
-//! The gateway over real HTTP on real sockets: in-process servers on `127.0.0.1:0`, and the
-//! `idgate` binary where signals and `kill -9` are the subject.
+//! The gateway over real HTTP on real sockets, in process (`127.0.0.1:0`, its own thread and
+//! runtime): every outcome through `/v1/verify`, replays under concurrency, revocations, every
+//! request-level error, overload, trust reload, metrics, h2c. Tests where the process itself is
+//! the subject (signals, `kill -9`, the demo) are in `tests/gateway_process.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::gateway::{
-    ADMIN_TOKEN, API_KEY, BinaryGateway, Client, Options, TELCO_KEY, TestGateway, write_config,
-};
+use common::gateway::{ADMIN_TOKEN, API_KEY, Client, Options, TELCO_KEY, TestGateway};
 use common::http::{self, request};
 use common::{AUDIENCE, Scheme};
 use idgate::clock::unix_now;
 use idgate::mint::{CredentialSpec, KeyBindingSpec};
 use serde_json::{Value, json};
 
-/// A scheme minting for the wall clock. KB-JWTs get `iat = now - 2`, so the scheme's "now" is
-/// taken four seconds ahead: presentations are stamped two seconds after the scheme is made, so
-/// after the start of a gateway started within those two seconds (its replay watermark, in whole
-/// seconds), yet inside the clock skew (5 s) and the freshness window.
-fn scheme(seed: u64) -> Scheme {
-    Scheme::at(seed, unix_now() + 4)
-}
-
 #[test]
 fn every_outcome_is_produced_through_v1_verify() {
-    let mut scheme = scheme(31);
+    let mut scheme = Scheme::live(31);
     let gateway = TestGateway::start(&scheme, &Options::default());
     assert_eq!(
         gateway
@@ -72,7 +64,7 @@ fn every_outcome_is_produced_through_v1_verify() {
 
 #[test]
 fn sixty_four_concurrent_requests_with_one_presentation_yield_exactly_one_valid() {
-    let mut scheme = scheme(32);
+    let mut scheme = Scheme::live(32);
     let gateway = Arc::new(TestGateway::start(&scheme, &Options::default()));
     let presentation = scheme.present("1012345678", "card-1");
     let threads: Vec<_> = (0..64)
@@ -93,7 +85,7 @@ fn sixty_four_concurrent_requests_with_one_presentation_yield_exactly_one_valid(
 
 #[test]
 fn a_full_replay_store_fails_closed_and_never_forgets_a_live_nonce() {
-    let mut scheme = scheme(33);
+    let mut scheme = Scheme::live(33);
     let gateway = TestGateway::start(
         &scheme,
         &Options {
@@ -125,7 +117,7 @@ fn a_full_replay_store_fails_closed_and_never_forgets_a_live_nonce() {
 
 #[test]
 fn a_posted_revocation_changes_the_next_verification_and_status_query() {
-    let mut scheme = scheme(34);
+    let mut scheme = Scheme::live(34);
     let gateway = TestGateway::start(&scheme, &Options::default());
     assert_eq!(
         gateway.outcomes(&[scheme.present("2000000001", "card-a")]),
@@ -189,7 +181,7 @@ fn a_posted_revocation_changes_the_next_verification_and_status_query() {
 
 #[test]
 fn a_bad_revocation_line_is_reported_and_nothing_is_applied() {
-    let scheme = scheme(35);
+    let scheme = Scheme::live(35);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let good = json!({"kind": "credential", "id": "card-x", "status": "revoked", "reason": "lost", "at": 1});
     let reply = gateway.revoke(&format!("{good}\n{{\"kind\":\"credential\",\"id\":\"bad id\",\"status\":\"revoked\",\"reason\":\"lost\",\"at\":1}}\n"));
@@ -215,147 +207,8 @@ fn a_bad_revocation_line_is_reported_and_nothing_is_applied() {
 }
 
 #[test]
-fn acknowledged_revocations_survive_kill_minus_nine() {
-    let scheme = scheme(36);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &scheme, &Options::default());
-    let first = BinaryGateway::start(&config);
-    let mut acknowledged = Vec::new();
-    for i in 0..25 {
-        let id = format!("card-{i}");
-        let entry = json!({"kind": "credential", "id": id, "status": "revoked", "reason": "stolen", "at": 1_000 + i});
-        if first.revoke(&format!("{entry}\n")).status == 200 {
-            acknowledged.push(id);
-        }
-    }
-    assert_eq!(acknowledged.len(), 25);
-    drop(first); // SIGKILL: no shutdown, no flush.
-    let second = BinaryGateway::start(&config);
-    for id in &acknowledged {
-        let reply = second.revocation("credential", id);
-        assert_eq!(reply.status, 200, "{id} lost after kill -9");
-        assert_eq!(reply.json()["status"], "revoked");
-    }
-    assert!(second.metrics().contains("idgate_revocation_entries 25"));
-}
-
-#[test]
-fn sigterm_during_load_loses_no_accepted_request_and_exits_zero() {
-    let mut scheme = scheme(37);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &scheme, &Options::default());
-    let gateway = BinaryGateway::start(&config);
-    let presentations: Vec<String> = (0..400)
-        .map(|i| {
-            scheme.present(
-                &format!("{:010}", 3_000_000_000u64 + i),
-                &format!("card-{i}"),
-            )
-        })
-        .collect();
-    let secret_markers: Vec<String> = presentations.iter().map(|p| p[..40].to_string()).collect();
-    let id_numbers: Vec<String> = (0..400)
-        .map(|i| format!("{:010}", 3_000_000_000u64 + i))
-        .collect();
-    let public = gateway.public;
-    let presentations = Arc::new(presentations);
-    // Clients send until the gateway stops taking connections, so the load cannot end before the
-    // signal; each request carries 32 presentations, so it takes long enough to be caught.
-    let clients: Vec<_> = (0..8)
-        .map(|client| {
-            let presentations = Arc::clone(&presentations);
-            std::thread::spawn(move || {
-                let mut answered = Vec::new();
-                let give_up = Instant::now() + Duration::from_secs(30);
-                for round in 0.. {
-                    let id = format!("c{client}-r{round}");
-                    let start = (client * 50 + round) % (presentations.len() - 32);
-                    let body =
-                        json!({"presentations": presentations[start..start + 32]}).to_string();
-                    let auth = format!("Bearer {API_KEY}");
-                    let sent = Instant::now();
-                    // A refused or reset connection is a request the server never accepted.
-                    match request(
-                        public,
-                        "POST",
-                        "/v1/verify",
-                        &[("Authorization", &auth), ("x-request-id", &id)],
-                        body.as_bytes(),
-                    ) {
-                        Ok(reply) => answered.push((id, reply.status, sent, Instant::now())),
-                        Err(_) => break,
-                    }
-                    if Instant::now() > give_up {
-                        break;
-                    }
-                }
-                answered
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let signalled = Instant::now();
-    gateway.signal("TERM");
-    let answered: Vec<(String, u16, Instant, Instant)> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    // Some requests were in flight when the signal was sent, and got their whole answer.
-    let spanning = answered
-        .iter()
-        .filter(|(_, status, sent, done)| *status == 200 && *sent < signalled && *done > signalled)
-        .count();
-    assert!(
-        spanning > 0,
-        "no request was in flight at SIGTERM ({} answered), so the drain was not tested",
-        answered.len()
-    );
-    let (status, logs) = gateway.wait(Duration::from_secs(30));
-    assert!(status.success(), "exit status {status:?}");
-    let received: HashSet<&str> = answered
-        .iter()
-        .filter(|(_, s, _, _)| *s == 200)
-        .map(|(id, _, _, _)| id.as_str())
-        .collect();
-    let mut accepted = 0;
-    for line in &logs {
-        let log: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-        if log["route"] == "/v1/verify" {
-            accepted += 1;
-            let id = log["request_id"].as_str().unwrap();
-            assert_eq!(log["status"], 200);
-            assert!(
-                received.contains(id),
-                "request {id} was accepted and answered by the server but never reached its client"
-            );
-        }
-    }
-    assert!(
-        accepted > 0 && !received.is_empty(),
-        "the load must overlap the shutdown"
-    );
-    assert!(
-        logs.iter().any(|l| l.contains("shutting down"))
-            && logs.iter().any(|l| l.contains("stopped"))
-    );
-    // Nothing personal or secret in the logs.
-    for line in &logs {
-        assert!(
-            !line.contains(API_KEY) && !id_numbers.iter().any(|id| line.contains(id.as_str())),
-            "{line}"
-        );
-        assert!(
-            !secret_markers
-                .iter()
-                .any(|marker| line.contains(marker.as_str())),
-            "a presentation leaked into the logs"
-        );
-    }
-}
-
-#[test]
 fn request_level_errors_get_their_status_codes() {
-    let mut scheme = scheme(38);
+    let mut scheme = Scheme::live(38);
     let gateway = TestGateway::start(
         &scheme,
         &Options {
@@ -433,7 +286,7 @@ fn request_level_errors_get_their_status_codes() {
 
 #[test]
 fn past_the_pending_bound_requests_get_503_with_retry_after() {
-    let mut scheme = scheme(39);
+    let mut scheme = Scheme::live(39);
     let options = Options {
         max_pending_items: 10,
         max_batch_items: 10,
@@ -483,7 +336,7 @@ fn past_the_pending_bound_requests_get_503_with_retry_after() {
 
 #[test]
 fn a_tenant_over_its_item_rate_gets_429_with_retry_after() {
-    let mut scheme = scheme(40);
+    let mut scheme = Scheme::live(40);
     let gateway = TestGateway::start(
         &scheme,
         &Options {
@@ -516,7 +369,7 @@ fn a_tenant_over_its_item_rate_gets_429_with_retry_after() {
 
 #[test]
 fn a_bad_trust_reload_keeps_the_old_keys() {
-    let mut scheme = scheme(41);
+    let mut scheme = Scheme::live(41);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let reload = || {
         request(
@@ -558,32 +411,8 @@ fn a_bad_trust_reload_keeps_the_old_keys() {
 }
 
 #[test]
-fn sighup_reloads_the_trust_store() {
-    let mut scheme = scheme(42);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &scheme, &Options::default());
-    let gateway = BinaryGateway::start(&config);
-    assert_eq!(gateway.outcomes(&[scheme.present("1", "c1")]), ["valid"]);
-    std::fs::write(
-        dir.path().join("trust.jwks.json"),
-        json!({"keys": [scheme.other.jwk()]}).to_string(),
-    )
-    .unwrap();
-    gateway.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gateway.metric("idgate_trust_keys") != 1.0 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        gateway.outcomes(&[scheme.present("1", "c2")]),
-        ["unknown_key"]
-    );
-}
-
-#[test]
 fn metrics_count_the_requests_made() {
-    let mut scheme = scheme(43);
+    let mut scheme = Scheme::live(43);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let mut presentations: Vec<String> = (0..7)
         .map(|i| scheme.present(&format!("{i}"), &format!("card-{i}")))
@@ -636,7 +465,7 @@ fn metrics_count_the_requests_made() {
 
 #[test]
 fn signatures_route_uses_the_same_rule() {
-    let scheme = scheme(44);
+    let scheme = Scheme::live(44);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
     let signature = ed25519_dalek::Signer::sign(&key, b"payload").to_bytes();
@@ -657,7 +486,7 @@ fn signatures_route_uses_the_same_rule() {
 #[test]
 fn http2_with_prior_knowledge_is_served() {
     use http_body_util::{BodyExt, Full};
-    let mut scheme = scheme(46);
+    let mut scheme = Scheme::live(46);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let body = json!({"presentations": [scheme.present("1", "c1")]}).to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -694,7 +523,7 @@ fn http2_with_prior_knowledge_is_served() {
 #[test]
 fn slow_headers_are_cut_off() {
     use std::io::{Read, Write};
-    let scheme = scheme(45);
+    let scheme = Scheme::live(45);
     let gateway = TestGateway::start(&scheme, &Options::default());
     let mut stream = std::net::TcpStream::connect(gateway.public).unwrap();
     stream
@@ -712,62 +541,4 @@ fn slow_headers_are_cut_off() {
         "the connection must be closed, took {:?}",
         started.elapsed()
     );
-}
-
-#[test]
-fn the_demo_starts_with_no_arguments_and_its_curl_works() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(common::idgate_bin())
-        .current_dir(dir.path())
-        .env("IDGATE_SERVER_LISTEN", "127.0.0.1:0")
-        .env("IDGATE_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    while !banner.contains("curl -s") {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the demo stopped: {banner}"
-        );
-        banner.push_str(&line);
-    }
-    let field = |prefix: &str| {
-        banner
-            .split(prefix)
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let public: std::net::SocketAddr = field("API:       http://").parse().unwrap();
-    let key = field("API key: ");
-    let minted = std::process::Command::new(common::idgate_bin())
-        .current_dir(dir.path())
-        .args(["mint", "--data-dir", "idgate-data"])
-        .output()
-        .unwrap();
-    assert!(minted.status.success());
-    let presentation = String::from_utf8(minted.stdout).unwrap().trim().to_string();
-    let reply = http::post_json(
-        public,
-        "/v1/verify",
-        &key,
-        &json!({"presentations": [presentation]}),
-    );
-    assert_eq!(
-        reply.json()["results"][0]["outcome"],
-        "valid",
-        "{}",
-        reply.text()
-    );
-    assert!(dir.path().join("idgate-data/idgate.toml").exists());
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -52,6 +52,15 @@ impl Scheme {
         }
     }
 
+    /// A scheme minting for the wall clock, for gateways (which check freshness and replays
+    /// against their own clock). KB-JWTs get `iat = now - 2`, so "now" is taken four seconds
+    /// ahead: presentations are stamped two seconds after the scheme is made, so after the start
+    /// of a gateway started within those two seconds (its replay watermark, in whole seconds),
+    /// yet inside the clock skew (5 s) and the freshness window.
+    pub fn live(seed: u64) -> Scheme {
+        Scheme::at(seed, idgate::clock::unix_now() + 4)
+    }
+
     /// The JWKS trusting all four keys: `retired-1` retired, `future-1` only for credentials
     /// issued from now + 1000 on.
     pub fn jwks(&self) -> Value {
