@@ -1,8 +1,8 @@
 //! Interop: presentations minted by independent implementations (PyPI `sd-jwt`, npm `@sd-jwt/*`)
 //! verify through `idgate verify`, and each kind of tampering gets its own outcome.
 //!
-//! The generators live in `tests/interop/` with pinned versions; `.ci/run` installs them (a
-//! Python venv and `npm ci`). Outside CI, a missing toolchain skips with a notice; in CI
+//! The generators live in `tests/interop/` with pinned versions; `scripts/test` installs them
+//! (a Python venv and `npm ci`). Outside CI, a missing toolchain skips with a notice; in CI
 //! (`CI=true`) it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,15 +35,10 @@ fn generator(kind: &str) -> Option<Command> {
         ),
     };
     if !marker.exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "CI=true but the {kind} interop toolchain is not installed ({})",
-                marker.display()
-            );
-        }
-        eprintln!(
-            "NOTICE: skipping {kind} interop: run the install steps in tests/interop/README.md"
-        );
+        common::cannot_run(&format!(
+            "the {kind} interop toolchain is not installed ({}; scripts/test sets it up)",
+            marker.display()
+        ));
         return None;
     }
     let mut command = Command::new(program);

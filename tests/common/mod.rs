@@ -468,7 +468,7 @@ pub fn reference_verdict(public_key: &[u8], message: &[u8], signature: &[u8]) ->
     check.mul_by_cofactor().is_identity()
 }
 
-/// `../shared/vectors`, or `None` with a notice when absent outside CI. In CI its absence fails.
+/// `../shared/vectors` (or `IDGATE_VECTORS_DIR`), or `None` when absent (see [`cannot_run`]).
 pub fn vectors_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("IDGATE_VECTORS_DIR")
         .map(PathBuf::from)
@@ -476,17 +476,44 @@ pub fn vectors_dir() -> Option<PathBuf> {
     if dir.join("cctv_ed25519vectors.json").is_file() {
         return Some(dir);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but the shared vectors are missing at {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "NOTICE: skipping: shared vectors not found at {} (set IDGATE_VECTORS_DIR)",
+    cannot_run(&format!(
+        "no shared vectors at {} (set IDGATE_VECTORS_DIR)",
         dir.display()
-    );
+    ));
     None
+}
+
+/// For a test that cannot run because something outside the repository is missing (`why`
+/// says what, and how to get it): with `CI=true` the test fails here. Otherwise this prints a
+/// notice and appends it to the file named by `IDGATE_TEST_NOTICES` (`scripts/test` sets it
+/// and lists the notices after the run, since nextest shows no output of a passing test); the
+/// caller then returns without testing.
+pub fn cannot_run(why: &str) {
+    // The test binary's crate (this module is compiled into each) and the test's thread name.
+    let test = format!(
+        "{}::{}",
+        env!("CARGO_CRATE_NAME"),
+        std::thread::current().name().unwrap_or("?")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true, but {test} cannot run: {why}");
+    }
+    let notice = format!("skipped: {test}: {why}\n");
+    eprint!("NOTICE: {notice}");
+    if let Some(path) = std::env::var_os("IDGATE_TEST_NOTICES") {
+        // One short append per notice: lines from tests running at once do not interleave.
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, notice.as_bytes()));
+        if let Err(error) = appended {
+            panic!(
+                "cannot record the skip in {}: {error}",
+                Path::new(&path).display()
+            );
+        }
+    }
 }
 
 pub fn hex(text: &str) -> Vec<u8> {
