@@ -4,6 +4,13 @@
 //! **Invariant:** every label comes from a closed set (the API's routes, given at start-up as
 //! a fixed list; status codes, outcomes, tenant names from the config); no ID, key, nonce or request byte ever becomes a label value.
 //! Counters are relaxed atomics: a scrape may see one counter a request ahead of another.
+//!
+//! Hand-written rather than `prometheus-client`, measured (BENCHMARKS.md, "Design choices,
+//! measured"): rendering the same 568 series takes the same time (0.99×), and an increment
+//! costs the same as the crate's pre-resolved handles (6.6 vs 6.4 ns) and 7× less than its
+//! labelled `Family` lookup. Neither is faster; the encoder stays because the closed label sets
+//! are plain array indexes here (no label hashing on the request path, nothing to get wrong in
+//! a `Family` key) in ~300 lines, with no dependency to follow.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
