@@ -40,6 +40,9 @@ step "allocator: mimalloc vs system, idgate verify on the same 50,000 presentati
 step "criterion (issue 2): per-signature cost by batch size, parse steps, cache, fallback"
 cargo bench --bench engine 2>&1 | tee "$out/engine.txt"
 
+step "design choices: replay store, revocation table, metrics encoder vs the crates; envelope parse share"
+cargo bench --bench choices 2>&1 | tee "$out/choices.txt"
+
 step "revocation list in process (issue 4): import, load, memory, lookups at 10M"
 cargo bench --bench revocations 2>&1 | tee "$out/revocations-10m.txt"
 if [ "${1:-}" != quick ]; then
