@@ -19,7 +19,7 @@
 //! told to return freed memory at once (`MIMALLOC_PURGE_DELAY=0`), so that what building it
 //! passed through (old tables after a resize, sort buffers) is not counted.
 //!
-//! One file, though long (~1,300 lines): a cargo bench target is one crate root, and the four
+//! One file, though long (~1,300 lines): the four
 //! comparisons share the interleaved-rounds driver, the summary and the memory-child protocol;
 //! each comparison is its own section below, in the order above.
 //!
