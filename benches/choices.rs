@@ -19,9 +19,9 @@
 //! told to return freed memory at once (`MIMALLOC_PURGE_DELAY=0`), so that what building it
 //! passed through (old tables after a resize, sort buffers) is not counted.
 //!
-//! One file, though long (~1,300 lines): the four
-//! comparisons share the interleaved-rounds driver, the summary and the memory-child protocol;
-//! each comparison is its own section below, in the order above.
+//! One file, though long (~1,300 lines): the four comparisons share the interleaved-rounds
+//! driver, the summary and the memory-child protocol; each is its own section below, in the
+//! order above.
 //!
 //! `cargo bench --bench choices` for figures; `cargo test --bench choices` (and
 //! `cargo test --benches`) runs every routine once, one interleaved round, and the memory
