@@ -11,9 +11,9 @@
 //! - Verification and the rendering of its answers (verdicts to response bytes) run on the rayon
 //!   pool, reached only through [`Gateway::on_engine`] and [`Gateway::verify_presentations`];
 //!   async tasks never block and never hold a lock across `.await`. The request envelope (the
-//!   JSON array of presentations, borrowed, not copied) is parsed on the tokio thread that read
-//!   the body: measured, it is 1.2% of the time its 256 presentations take to verify, 0.6% for a
-//!   single presentation (BENCHMARKS.md, "Design choices, measured"), and parsing it there lets
+//!   JSON array of presentations; serde copies each into a `Cow::Owned`) is parsed on the tokio
+//!   thread that read the body: measured, it is 2.0% of the time its 256 presentations take to
+//!   verify, 0.39% for a single presentation (BENCHMARKS.md, "Design choices, measured"), and parsing it there lets
 //!   a malformed body be refused before it takes a pool slot.
 //! - Pending work is bounded: a request reserves its item count before any work is queued and
 //!   the reservation is released when the *work* finishes (not when the client leaves), so the

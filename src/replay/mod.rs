@@ -14,13 +14,14 @@
 //!   at 1,000,000 entries (RSS growth; BENCHMARKS.md, "Design choices, measured").
 //!
 //! Why not dashmap (the design card's suggestion), measured in that section: dashmap with
-//! foldhash does a fresh check-and-insert in 0.34–0.38× this store's time and holds an entry in
-//! 0.72× its memory, but it has no expiry order — dropping expired nonces is a `retain` over
-//! every live entry (6.1 ms per million, once a second, shard lock by shard lock), where this
-//! store drops whole one-second buckets and never scans live entries, and it has no global
-//! capacity to refuse at. The store stays hand-written for those two invariants; its per-key
-//! cost (tens of nanoseconds against ~30 µs for the presentation's signatures) is a known gap
-//! to take up with the shared replay store (issue 16), not a bottleneck.
+//! foldhash does a check-and-insert in 0.36–0.80× this store's time and holds an entry in 0.72×
+//! its memory (a global capacity counter works the same on both). Its one loss is expiry: it
+//! has no expiry order, so dropping expired nonces is a `retain` over every live entry (2.99 ms
+//! per million, once a second, shard lock by shard lock), where this store drops whole
+//! one-second buckets and never scans live entries. That is the only measured reason the store
+//! stays; dashmap would be the better base, and the per-key cost (tens of nanoseconds against
+//! ~30 µs for a presentation's signatures) is a known gap to take up with the shared replay
+//! store (issue 16), not a bottleneck.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};

@@ -7,9 +7,9 @@
 //! bits (one `u32` per four entries), so a lookup touches about two cache lines.
 //!
 //! Why not dashmap (the design card's suggestion), measured at 1,000,000 entries (BENCHMARKS.md,
-//! "Design choices, measured"): dashmap with foldhash looks up in 0.31–0.61× this table's time,
+//! "Design choices, measured"): dashmap with foldhash looks up in 0.37–0.80× this table's time,
 //! but holds an entry in 109 bytes against 28 (3.9×): 4.4 GB instead of 1.1 GB for the 40
-//! million entries of a national list (SPEC §5), and the lookup is ~50 ns either way beside a
+//! million entries of a national list (SPEC §5), and the lookup is 11–70 ns either way beside a
 //! status request's parsing and answer.
 //!
 //! **Invariants:**
