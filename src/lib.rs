@@ -1,8 +1,10 @@
 //! idgate: a verification gateway for national digital-ID presentations (SD-JWT VC, Ed25519).
 //!
 //! Table of contents (ARCHITECTURE.md has the bird's-eye view):
-//! - [`verify`]: SD-JWT parsing, the one Ed25519 rule, the rayon batch engine, the per-item
-//!   checks of SPEC §3. Synchronous; knows nothing of HTTP or tokio.
+//! - [`verify`]: SD-JWT parsing, the rayon batch engine, the per-item checks of SPEC §3, and
+//!   the ports (key lookup, revocation, replay) other modules implement. Synchronous; knows
+//!   nothing of HTTP or tokio.
+//! - [`ed25519`]: the one Ed25519 rule of SPEC §2 and the batch equation (a leaf module).
 //! - [`trust`]: the JWKS trust store (SPEC §6).
 //! - [`revocation`]: revocation entries, the in-memory list and its durable log (SPEC §5).
 //! - [`replay`]: the in-memory replay-nonce store (SPEC §3).
@@ -14,6 +16,8 @@
 //! - [`metrics`]: Prometheus metrics (SPEC §10).
 //! - [`cli`]: the command line, including the offline tools of SPEC §9.
 //! - [`b64`]: strict base64url.
+//! - [`id`], [`clock`], [`json_error`]: ID numbers parsed once, the wall clock, parse errors
+//!   described without quoting the input (leaf modules).
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -348,9 +348,4 @@ impl Texts {
             None => "",
         }
     }
-
-    /// All items, borrowed.
-    pub fn all(&self) -> Vec<&str> {
-        (0..self.items.len()).map(|i| self.get(i)).collect()
-    }
 }
