@@ -842,6 +842,7 @@ fn gauges() -> Gauges {
         issuer_cache_entries: 65_536,
         connections_open: 64,
         ready: true,
+        redis: None,
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::replay::{RedisReplayOptions, RedisTarget};
 use crate::verify::policy::{DEFAULT_CLOCK_SKEW_S, DEFAULT_MAX_PRESENTATION_AGE_S};
 
 /// A setting read as one of `T`'s values. A value `T` does not accept is kept as its error
@@ -231,9 +232,16 @@ impl Default for RevocationConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplaySection {
     pub backend: Choice<ReplayBackend>,
+    /// Most live entries of the memory store (with Redis the bound is the server's `maxmemory`).
     pub capacity: usize,
-    /// Parsed and not yet read: it takes its meaning with the Redis replay backend (issue 16).
+    /// One Redis server, `redis://[user:password@]host:port[/db]`.
     pub redis_url: String,
+    /// A Redis Cluster, by any of its nodes (mutually exclusive with `redis_url`).
+    pub redis_cluster: Vec<String>,
+    /// Bound on every Redis connect and round trip.
+    pub redis_timeout_ms: u64,
+    /// Prepended to every key idgate writes.
+    pub key_prefix: String,
 }
 
 impl Default for ReplaySection {
@@ -241,7 +249,10 @@ impl Default for ReplaySection {
         ReplaySection {
             backend: Choice::new(ReplayBackend::Memory),
             capacity: 10_000_000,
-            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_url: String::new(),
+            redis_cluster: Vec::new(),
+            redis_timeout_ms: 250,
+            key_prefix: "idgate:replay:".into(),
         }
     }
 }
@@ -315,6 +326,8 @@ pub struct Settings {
     pub snapshot_log_bytes: u64,
     pub max_admin_body_bytes: usize,
     pub replay_capacity: usize,
+    /// `Some` with `replay.backend = "redis"`.
+    pub replay_redis: Option<RedisReplayOptions>,
     pub admin_token_sha256: Option<[u8; 32]>,
     pub log_level: LogLevel,
     pub log_json: bool,
@@ -472,11 +485,7 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
             "revocation.feed = \"redis\" is not supported by this build; use \"none\"".into(),
         );
     }
-    if config.replay.backend.get("replay.backend", &mut problems) == Some(&ReplayBackend::Redis) {
-        problems.push(
-            "replay.backend = \"redis\" is not supported by this build; use \"memory\"".into(),
-        );
-    }
+    let replay_redis = redis_replay(config, &mut problems);
     let log_level = config.log.level.get("log.level", &mut problems).copied();
     let log_format = config.log.format.get("log.format", &mut problems).copied();
     let admin_token_sha256 = match config.admin.token_sha256.as_str() {
@@ -574,10 +583,74 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
         snapshot_log_bytes: config.revocation.snapshot_log_bytes,
         max_admin_body_bytes: config.revocation.max_admin_body_bytes,
         replay_capacity: config.replay.capacity,
+        replay_redis,
         admin_token_sha256,
         log_level: log_level.unwrap_or(LogLevel::Info),
         log_json: log_format == Some(LogFormat::Json),
         tenants,
+    })
+}
+
+/// `[replay]` with `backend = "redis"`, checked; `None` for the memory backend.
+fn redis_replay(config: &Config, problems: &mut Vec<String>) -> Option<RedisReplayOptions> {
+    let replay = &config.replay;
+    let backend = replay.backend.get("replay.backend", problems).copied();
+    let url_ok = |problems: &mut Vec<String>, name: &str, url: &str| {
+        if url.starts_with("rediss://") {
+            problems.push(format!(
+                "{name}: rediss:// (TLS to Redis) is not supported by this build; use redis:// on a trusted network"
+            ));
+        } else if !url.starts_with("redis://") || redis::Client::open(url).is_err() {
+            problems.push(format!(
+                "{name} must be a URL like redis://127.0.0.1:6379 (redis://[user:password@]host:port[/db])"
+            ));
+        }
+    };
+    if replay.redis_timeout_ms == 0 || replay.redis_timeout_ms > 60_000 {
+        problems.push("replay.redis_timeout_ms must be between 1 and 60000".into());
+    }
+    if replay.key_prefix.len() > 256 {
+        problems.push("replay.key_prefix must be at most 256 bytes".into());
+    }
+    if backend != Some(ReplayBackend::Redis) {
+        if !replay.redis_url.is_empty() || !replay.redis_cluster.is_empty() {
+            problems.push(
+                "replay.redis_url / replay.redis_cluster are set but replay.backend is not \"redis\""
+                    .into(),
+            );
+        }
+        return None;
+    }
+    let target = match (replay.redis_url.as_str(), replay.redis_cluster.as_slice()) {
+        ("", []) => {
+            problems.push(
+                "replay.backend = \"redis\" needs replay.redis_url (one server) or replay.redis_cluster (a cluster)"
+                    .into(),
+            );
+            return None;
+        }
+        (url, []) => {
+            url_ok(problems, "replay.redis_url", url);
+            RedisTarget::Single(url.to_string())
+        }
+        ("", nodes) => {
+            for (index, url) in nodes.iter().enumerate() {
+                url_ok(problems, &format!("replay.redis_cluster[{index}]"), url);
+            }
+            RedisTarget::Cluster(nodes.to_vec())
+        }
+        (_, _) => {
+            problems.push(
+                "replay.redis_url and replay.redis_cluster are mutually exclusive: set one".into(),
+            );
+            return None;
+        }
+    };
+    Some(RedisReplayOptions {
+        target,
+        timeout: Duration::from_millis(replay.redis_timeout_ms.max(1)),
+        key_prefix: replay.key_prefix.clone(),
+        max_clock_offset_s: config.policy.clock_skew_s.max(1),
     })
 }
 

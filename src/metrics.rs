@@ -14,6 +14,7 @@
 //! a `Family` key) in ~300 lines, with no dependency to follow.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::verify::Outcome;
@@ -61,6 +62,219 @@ impl Shed {
     }
 }
 
+/// Why the replay store answered `replay_unavailable` (`idgate_replay_unavailable_total{cause}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The KB-JWT predates the store's watermark (a restart, or lost Redis data).
+    Watermark,
+    /// The memory store holds `capacity` live entries.
+    Full,
+    /// No usable Redis connection (down, reconnecting, or refused by the connection checks).
+    RedisDown,
+    /// The Redis round trip did not finish within `replay.redis_timeout_ms`.
+    RedisTimeout,
+    /// Redis answered with an error (OOM included).
+    RedisError,
+    /// The pipeline found the epoch key changed: Redis lost data while this batch was out.
+    RedisDataLost,
+}
+
+impl Unavailable {
+    const ALL: [Unavailable; 6] = [
+        Unavailable::Watermark,
+        Unavailable::Full,
+        Unavailable::RedisDown,
+        Unavailable::RedisTimeout,
+        Unavailable::RedisError,
+        Unavailable::RedisDataLost,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::Watermark => "watermark",
+            Unavailable::Full => "full",
+            Unavailable::RedisDown => "redis_down",
+            Unavailable::RedisTimeout => "redis_timeout",
+            Unavailable::RedisError => "redis_error",
+            Unavailable::RedisDataLost => "redis_data_lost",
+        }
+    }
+}
+
+/// A Redis fault, by kind (`idgate_redis_errors_total{kind}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisFault {
+    Timeout,
+    Connection,
+    Oom,
+    Other,
+}
+
+impl RedisFault {
+    const ALL: [RedisFault; 4] = [
+        RedisFault::Timeout,
+        RedisFault::Connection,
+        RedisFault::Oom,
+        RedisFault::Other,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RedisFault::Timeout => "timeout",
+            RedisFault::Connection => "connection",
+            RedisFault::Oom => "oom",
+            RedisFault::Other => "other",
+        }
+    }
+}
+
+/// Replay-store counters, shared with the store (memory or Redis) that counts them.
+#[derive(Debug)]
+pub struct ReplayMetrics {
+    unavailable: Vec<AtomicU64>,
+    redis_errors: Vec<AtomicU64>,
+    /// Seconds per Redis pipeline (one per node per batch), answered or not.
+    pub redis_round_trip: Histogram,
+    redis_epoch_changes: AtomicU64,
+    redis_refusals: AtomicU64,
+}
+
+impl Default for ReplayMetrics {
+    fn default() -> Self {
+        ReplayMetrics {
+            unavailable: Unavailable::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            redis_errors: RedisFault::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            redis_round_trip: Histogram::new(ROUND_TRIP_BUCKETS),
+            redis_epoch_changes: AtomicU64::new(0),
+            redis_refusals: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ReplayMetrics {
+    /// `count` items answered `replay_unavailable` for `cause`.
+    pub fn unavailable(&self, cause: Unavailable, count: u64) {
+        if let Some(counter) = Unavailable::ALL
+            .iter()
+            .position(|&c| c == cause)
+            .and_then(|i| self.unavailable.get(i))
+        {
+            counter.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Items answered `replay_unavailable` for `cause` so far.
+    pub fn unavailable_count(&self, cause: Unavailable) -> u64 {
+        Unavailable::ALL
+            .iter()
+            .position(|&c| c == cause)
+            .and_then(|i| self.unavailable.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn redis_error(&self, fault: RedisFault) {
+        if let Some(counter) = RedisFault::ALL
+            .iter()
+            .position(|&f| f == fault)
+            .and_then(|i| self.redis_errors.get(i))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Redis lost data (epoch key gone or changed, or a new server identity).
+    pub fn redis_epoch_change(&self) {
+        self.redis_epoch_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A Redis connection refused by its checks (eviction policy, clock).
+    pub fn redis_refusal(&self) {
+        self.redis_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, redis: Option<RedisNodes>) {
+        family(
+            out,
+            "idgate_replay_unavailable_total",
+            "counter",
+            "Items answered replay_unavailable, by cause.",
+        );
+        for (cause, counter) in Unavailable::ALL.iter().zip(&self.unavailable) {
+            let _ = writeln!(
+                out,
+                "idgate_replay_unavailable_total{{cause=\"{}\"}} {}",
+                cause.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let Some(nodes) = redis else {
+            return;
+        };
+        family(
+            out,
+            "idgate_redis_nodes",
+            "gauge",
+            "Redis nodes of the replay store by connection state (up: checked and in use).",
+        );
+        for (state, value) in [
+            ("up", nodes.up),
+            ("down", nodes.down),
+            ("refused", nodes.refused),
+        ] {
+            let _ = writeln!(out, "idgate_redis_nodes{{state=\"{state}\"}} {value}");
+        }
+        family(
+            out,
+            "idgate_redis_round_trip_seconds",
+            "histogram",
+            "Replay pipeline round trips to Redis (one per node per batch).",
+        );
+        self.redis_round_trip
+            .render(out, "idgate_redis_round_trip_seconds", "");
+        family(
+            out,
+            "idgate_redis_errors_total",
+            "counter",
+            "Redis faults seen by the replay store, by kind.",
+        );
+        for (fault, counter) in RedisFault::ALL.iter().zip(&self.redis_errors) {
+            let _ = writeln!(
+                out,
+                "idgate_redis_errors_total{{kind=\"{}\"}} {}",
+                fault.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, counter) in [
+            (
+                "idgate_redis_epoch_changes_total",
+                "Times Redis was found to have lost replay data (epoch key or server identity changed).",
+                &self.redis_epoch_changes,
+            ),
+            (
+                "idgate_redis_refusals_total",
+                "Redis connections refused by their checks (maxmemory-policy not noeviction, clock offset).",
+                &self.redis_refusals,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Redis nodes of the replay store by connection state, read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RedisNodes {
+    pub up: u64,
+    pub down: u64,
+    pub refused: u64,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// A histogram with fixed buckets (upper bounds), Prometheus cumulative on output.
 #[derive(Debug)]
 pub struct Histogram {
@@ -100,22 +314,26 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(
             out,
-            "{name}_sum{{{}}} {}",
-            labels.trim_end_matches(','),
+            "{name}_sum{braces} {}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(
-            out,
-            "{name}_count{{{}}} {count}",
-            labels.trim_end_matches(',')
-        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
     }
 }
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const ROUND_TRIP_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 const ITEM_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -142,6 +360,8 @@ pub struct Gauges {
     pub issuer_cache_entries: u64,
     pub connections_open: u64,
     pub ready: bool,
+    /// With `replay.backend = "redis"`: its nodes by state.
+    pub redis: Option<RedisNodes>,
 }
 
 /// All counters and histograms.
@@ -158,6 +378,8 @@ pub struct Metrics {
     trust_reloads_ok: AtomicU64,
     trust_reloads_error: AtomicU64,
     coalesced_batches: AtomicU64,
+    /// Shared with the replay store.
+    pub replay: Arc<ReplayMetrics>,
 }
 
 impl Metrics {
@@ -186,6 +408,7 @@ impl Metrics {
             trust_reloads_ok: AtomicU64::new(0),
             trust_reloads_error: AtomicU64::new(0),
             coalesced_batches: AtomicU64::new(0),
+            replay: Arc::default(),
         }
     }
 
@@ -254,9 +477,6 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         family(&mut out, "idgate_build_info", "gauge", "Build information.");
         let _ = writeln!(
             out,
@@ -490,6 +710,7 @@ impl Metrics {
             "idgate_trust_reloads_total{{result=\"error\"}} {}",
             self.trust_reloads_error.load(Ordering::Relaxed)
         );
+        self.replay.render(&mut out, gauges.redis);
         out
     }
 }

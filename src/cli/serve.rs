@@ -196,7 +196,7 @@ fn serve_settings(settings: Settings, banner: impl FnOnce(&Listeners)) -> Result
     let log_guard = init_logging(&settings);
     let runtime = runtime(&settings)?;
     let served = runtime.block_on(async move {
-        let (gateway, recovery) = Gateway::open(settings, crate::api::route::LABELS).context("cannot start")?;
+        let (gateway, recovery) = Gateway::open(settings, crate::api::route::LABELS).await.context("cannot start")?;
         tracing::info!(
             records = recovery.records,
             entries = recovery.entries,

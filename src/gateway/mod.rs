@@ -36,7 +36,7 @@ use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::ed25519::SignatureError;
 use crate::metrics::{Gauges, Metrics};
-use crate::replay::{MemoryReplayOptions, MemoryReplayStore};
+use crate::replay::{MemoryReplayOptions, MemoryReplayStore, RedisReplay, RedisStartError};
 use crate::revocation::log::{LogError, Recovery};
 use crate::revocation::store::RevocationStore;
 use crate::trust::{TrustError, TrustStore};
@@ -55,6 +55,16 @@ pub enum StartError {
     Revocations(#[from] LogError),
     #[error("cannot start the verification pool: {0}")]
     Pool(String),
+    #[error(transparent)]
+    Replay(#[from] RedisStartError),
+}
+
+/// The replay store behind the verifier's `ReplayGuard` seam: answered at once (memory) or
+/// over the network (Redis; see `verify.rs` for how a batch waits for it without a thread).
+#[derive(Debug)]
+pub(crate) enum Replay {
+    Memory(MemoryReplayStore),
+    Redis(RedisReplay),
 }
 
 /// The verification pool went away (the process is shutting down, or a job panicked).
@@ -92,7 +102,7 @@ struct Inner {
     verifier: Verifier,
     trust: ArcSwap<TrustContext>,
     revocations: RevocationStore,
-    replay: MemoryReplayStore,
+    replay: Replay,
     tenants: Tenants,
     metrics: Metrics,
     pending: PendingBound,
@@ -109,8 +119,9 @@ pub struct Gateway(Arc<Inner>);
 impl Gateway {
     /// Loads the trust store and the revocation log and starts the verification pool. Not
     /// ready until [`Gateway::set_ready`]. `routes` are the request-metric labels (the API's
-    /// routes, which this module does not know).
-    pub fn open(
+    /// routes, which this module does not know). With `replay.backend = "redis"` it connects
+    /// to Redis first (inside the tokio runtime) and refuses to start on an unsafe server.
+    pub async fn open(
         settings: Settings,
         routes: &'static [&'static str],
     ) -> Result<(Gateway, Recovery), StartError> {
@@ -128,15 +139,24 @@ impl Gateway {
             settings.max_presentation_age_s,
         );
         let metrics = Metrics::new(tenants.names(), routes);
+        let replay = match &settings.replay_redis {
+            Some(options) => Replay::Redis(
+                RedisReplay::connect(options.clone(), Arc::clone(&metrics.replay)).await?,
+            ),
+            // The store does not survive a restart: refuse KB-JWTs minted before this start.
+            None => Replay::Memory(MemoryReplayStore::with_metrics(
+                MemoryReplayOptions {
+                    capacity: settings.replay_capacity,
+                    watermark: Some(unix_now()),
+                },
+                Arc::clone(&metrics.replay),
+            )),
+        };
         let inner = Inner {
             verifier: Verifier::new(Arc::new(engine), Limits::default()),
             trust: ArcSwap::from_pointee(TrustContext::new(store, settings.cache_bytes)),
             revocations,
-            // The store does not survive a restart: refuse KB-JWTs minted before this start.
-            replay: MemoryReplayStore::new(MemoryReplayOptions {
-                capacity: settings.replay_capacity,
-                watermark: Some(unix_now()),
-            }),
+            replay,
             tenants,
             metrics,
             pending: PendingBound {
@@ -171,7 +191,10 @@ impl Gateway {
 
     /// Forgets replay entries that expired by `now` (the sweeper).
     pub fn expire_replays(&self, now: i64) {
-        self.0.replay.expire(now);
+        // Redis expires its entries itself (PXAT).
+        if let Replay::Memory(store) = &self.0.replay {
+            store.expire(now);
+        }
     }
 
     /// The current trust snapshot (with its issuer cache).
@@ -244,8 +267,14 @@ impl Gateway {
         self.0.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Ready to serve: started, not draining, and (with Redis) every node has a checked
+    /// connection — an instance that can only answer `replay_unavailable` is not ready.
     pub fn is_ready(&self) -> bool {
-        self.0.ready.load(Ordering::SeqCst)
+        let redis_ok = match &self.0.replay {
+            Replay::Memory(_) => true,
+            Replay::Redis(redis) => redis.is_ready(),
+        };
+        self.0.ready.load(Ordering::SeqCst) && redis_ok
     }
 
     /// Tracks open client connections (the metric).
@@ -262,10 +291,15 @@ impl Gateway {
         let trust = self.trust();
         let stats = self.0.verifier.engine().stats();
         let revocation_stats = self.0.revocations.stats();
+        let (replay_entries, replay_capacity, redis) = match &self.0.replay {
+            Replay::Memory(store) => (store.len() as u64, store.capacity() as u64, None),
+            Replay::Redis(redis) => (0, 0, Some(redis.nodes())),
+        };
         Gauges {
+            redis,
             verify_pending_items: self.0.pending.current.load(Ordering::Relaxed) as u64,
-            replay_entries: self.0.replay.len() as u64,
-            replay_capacity: self.0.replay.capacity() as u64,
+            replay_entries,
+            replay_capacity,
             revocation_entries: self.0.revocations.list().len() as u64,
             revocation_last_update: self.0.revocations.list().last_update(),
             revocation_records: self.0.revocations.list().records() as u64,

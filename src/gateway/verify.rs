@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Gateway, Reservation, Tenant, Texts};
+use super::{Gateway, Replay, Reservation, Tenant, Texts};
 use crate::clock::unix_now;
-use crate::verify::{Batch, Options, Policy, State, Verdict};
+use crate::verify::{Batch, Deferred, Options, Policy, State, Verdict};
 
 /// One tenant's presentations, admitted (their share of the pending bound reserved).
 #[derive(Debug)]
@@ -85,6 +85,11 @@ impl Gateway {
 
     /// Runs on the pool: verifies the requests' presentations as one batch (each item under its
     /// own tenant's policy) and answers each request with its verdicts.
+    ///
+    /// With the memory store the replay step runs here too. With Redis the batch is split
+    /// around the round trip: checks 1–13 here, the one pipeline per node as a tokio task (no
+    /// pool thread waits for it), then the replay answers are applied and the verdicts rendered
+    /// back on the pool.
     pub(super) fn verify_on_pool(&self, requests: Vec<Request>) {
         let mut presentations: Vec<&str> = Vec::new();
         let mut options: Vec<(&Policy, bool)> = Vec::new();
@@ -110,19 +115,51 @@ impl Gateway {
             options,
         };
         let trust = self.trust();
-        let state = State {
-            trust: &trust,
-            revocation: self.0.revocations.list().as_ref(),
-            replay: &self.0.replay,
-        };
-        let verdicts = self.0.verifier.verify(&batch, state);
-        drop(presentations);
-        let mut rest = verdicts.as_slice();
-        for request in requests {
-            let (mine, others) = rest.split_at(request.presentations.texts.len().min(rest.len()));
-            rest = others;
-            (request.answer)(mine);
-            drop(request.presentations.reservation);
+        let revocations = self.0.revocations.list();
+        match &self.0.replay {
+            Replay::Memory(store) => {
+                let state = State {
+                    trust: &trust,
+                    revocation: revocations.as_ref(),
+                    replay: store,
+                };
+                let verdicts = self.0.verifier.verify(&batch, state);
+                drop(presentations);
+                answer(requests, &verdicts);
+            }
+            Replay::Redis(redis) => {
+                let state = State {
+                    trust: &trust,
+                    revocation: revocations.as_ref(),
+                    replay: &Deferred,
+                };
+                let unresolved = self.0.verifier.verify_before_replay(&batch, state);
+                drop(presentations);
+                let (replay_requests, awaiting) = unresolved.into_requests();
+                if replay_requests.is_empty() {
+                    answer(requests, &awaiting.finish(&[]));
+                    return;
+                }
+                let redis = redis.clone();
+                let engine = Arc::clone(self.0.verifier.engine());
+                redis.clone().runtime().spawn(async move {
+                    let answers = redis
+                        .check_and_insert(&replay_requests, awaiting.now())
+                        .await;
+                    engine.spawn(move || answer(requests, &awaiting.finish(&answers)));
+                });
+            }
         }
+    }
+}
+
+/// Hands each request its share of the batch's verdicts and releases its reservation.
+fn answer(requests: Vec<Request>, verdicts: &[Verdict]) {
+    let mut rest = verdicts;
+    for request in requests {
+        let (mine, others) = rest.split_at(request.presentations.texts.len().min(rest.len()));
+        rest = others;
+        (request.answer)(mine);
+        drop(request.presentations.reservation);
     }
 }

@@ -49,10 +49,11 @@ pub use engine::{Engine, EngineConfig, EngineStats};
 pub use outcome::{CredentialSummary, Outcome, Rejection, Verdict};
 pub use policy::{Audiences, Batch, Options, Policy};
 pub use ports::{
-    IssuerKey, KeyLookup, NoRevocations, ReplayAnswer, ReplayGuard, ReplayRequest,
+    Deferred, IssuerKey, KeyLookup, NoRevocations, ReplayAnswer, ReplayGuard, ReplayRequest,
     RevocationSource, Standing, State, TrustContext, replay_key,
 };
 pub use presentation::Limits;
+pub use replays::AwaitingReplay;
 
 use crate::ed25519::{CheckedKey, SignatureError, SignatureJob};
 use checks::BeforeReplay;
@@ -76,6 +77,14 @@ impl Unresolved {
     /// one verdict per item.
     pub fn resolve(self, replay: &dyn ReplayGuard) -> Vec<Verdict> {
         replays::resolve_replays(self.pending, self.now, replay)
+    }
+
+    /// Check 14 for a store answered asynchronously (Redis): the store requests (distinct
+    /// nonces of the items that passed everything else, in item order; in-batch duplicates are
+    /// already resolved) and the batch awaiting their answers. Pass the store's answers to
+    /// [`AwaitingReplay::finish`].
+    pub fn into_requests(self) -> (Vec<ReplayRequest>, AwaitingReplay) {
+        replays::plan(self.pending, self.now)
     }
 }
 

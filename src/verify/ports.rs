@@ -113,6 +113,18 @@ pub trait ReplayGuard: Sync {
     fn check_and_insert(&self, requests: &[ReplayRequest], now: i64) -> Vec<ReplayAnswer>;
 }
 
+/// The replay "store" for [`crate::verify::Verifier::verify_before_replay`] when the replay step
+/// is resolved later through [`crate::verify::Unresolved::into_requests`]: that path never
+/// consults it, and if anything ever did, every item would fail closed (`Unavailable`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deferred;
+
+impl ReplayGuard for Deferred {
+    fn check_and_insert(&self, requests: &[ReplayRequest], _now: i64) -> Vec<ReplayAnswer> {
+        vec![ReplayAnswer::Unavailable; requests.len()]
+    }
+}
+
 /// The replay key of SPEC §3: a 128-bit digest of (`iss`, `jti`, `nonce`), length-prefixed so
 /// no two distinct triples share an encoding.
 pub fn replay_key(iss: &str, jti: &str, nonce: &str) -> u128 {

@@ -214,7 +214,9 @@ impl TestGateway {
                 .unwrap();
             runtime.block_on(async move {
                 let (gateway, _) =
-                    idgate::gateway::Gateway::open(settings, idgate::api::route::LABELS).unwrap();
+                    idgate::gateway::Gateway::open(settings, idgate::api::route::LABELS)
+                        .await
+                        .unwrap();
                 let listeners = idgate::server::Listeners::bind(
                     gateway.settings().listen,
                     gateway.settings().admin_listen,

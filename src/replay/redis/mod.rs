@@ -1,0 +1,419 @@
+//! The shared replay store (SPEC §8, `replay.backend = "redis"`): nonce check-and-insert in
+//! Redis, so that a presentation accepted by one instance is `replayed` on every other.
+//!
+//! **Invariants** (the memory store's, kept over a network):
+//! - Check-and-insert is atomic per key: one `SET <prefix><key> 1 NX PXAT <expiry ms>` per
+//!   distinct nonce; of any number of concurrent sets of one key, Redis answers exactly one `OK`.
+//!   Only items that passed every other check are sent (nonces are recorded last), one pipeline
+//!   per node per engine batch, and a pipeline is never retried (a retried `SET NX` that had
+//!   landed would read as `replayed`).
+//! - Fail closed: no connection, a timeout (`replay.redis_timeout_ms`), a connection error, an
+//!   error reply (`OOM` included), a short reply → `replay_unavailable` for the items concerned,
+//!   never `valid`.
+//! - A live entry is never forgotten unnoticed: a node is used only while its
+//!   `maxmemory-policy` is `noeviction` (checked on connect and every second), and lost data (a
+//!   restart without persistence, `FLUSHALL`, a failover to a replica that missed writes) is
+//!   detected by an epoch key without TTL read *after* the sets in every pipeline, and by the
+//!   server's `run_id` on every new connection. Detection raises the watermark to that moment:
+//!   presentations minted before it are `replay_unavailable` (as after a memory restart), fresh
+//!   ones are accepted.
+//! - Nothing waits on Redis while holding a thread: the round trip is a tokio future; the
+//!   gateway verifies on the pool, awaits this, and finishes on the pool (ARCHITECTURE.md).
+
+mod cluster;
+mod node;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::{IntoConnectionInfo, Value};
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+
+use cluster::Cluster;
+pub use cluster::slot;
+use node::{Node, NodeState, Refusal};
+
+use crate::metrics::{RedisFault, RedisNodes, ReplayMetrics, Unavailable};
+use crate::verify::{ReplayAnswer, ReplayRequest};
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (`redis://host:port/db`).
+    Single(String),
+    /// A Redis Cluster, by any of its nodes (the topology is read from them).
+    Cluster(Vec<String>),
+}
+
+/// Redis replay-store settings.
+#[derive(Clone, Debug)]
+pub struct RedisReplayOptions {
+    pub target: RedisTarget,
+    /// Bound on every connect and round trip.
+    pub timeout: Duration,
+    /// Prepended to every key (replay entries and the epoch key).
+    pub key_prefix: String,
+    /// Largest accepted offset between this host's clock and the server's (`PXAT` expiries are
+    /// by the server's clock); the policy's clock skew.
+    pub max_clock_offset_s: i64,
+}
+
+/// Why the store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("replay.backend = \"redis\": {node} is unsafe for the replay store: {reason}")]
+    Unsafe { node: String, reason: String },
+}
+
+/// State shared by the store, its node supervisors and the topology task.
+#[derive(Debug)]
+struct Context {
+    timeout: Duration,
+    max_clock_offset_s: i64,
+    key_prefix: String,
+    /// KB-JWTs with `iat` before this are refused (lost data detected at this second).
+    watermark: AtomicI64,
+    metrics: Arc<ReplayMetrics>,
+    runtime: Handle,
+}
+
+#[derive(Debug)]
+enum Topology {
+    Single(Arc<Node>),
+    Cluster(Arc<Cluster>),
+}
+
+/// The Redis replay store (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct RedisReplay {
+    context: Arc<Context>,
+    topology: Arc<Topology>,
+}
+
+fn client(info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp))
+}
+
+impl RedisReplay {
+    /// Connects (inside the tokio runtime) and starts the supervisors. Refuses to start when a
+    /// reachable server is unsafe (eviction policy, clock); an unreachable one is retried in
+    /// the background, items `replay_unavailable` and `/readyz` false until it answers.
+    pub async fn connect(
+        options: RedisReplayOptions,
+        metrics: Arc<ReplayMetrics>,
+    ) -> Result<RedisReplay, RedisStartError> {
+        let context = Arc::new(Context {
+            timeout: options.timeout,
+            max_clock_offset_s: options.max_clock_offset_s,
+            key_prefix: options.key_prefix.clone(),
+            watermark: AtomicI64::new(i64::MIN),
+            metrics,
+            runtime: Handle::current(),
+        });
+        let topology = match &options.target {
+            RedisTarget::Single(url) => {
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| RedisStartError::Config(format!("replay.redis_url: {e}")))?;
+                let address = match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+                    other => other.to_string(),
+                };
+                let client = client(info)
+                    .map_err(|e| RedisStartError::Config(format!("replay.redis_url: {e}")))?;
+                let epoch_key = format!("{}epoch", options.key_prefix).into_bytes();
+                let node = Arc::new(Node::new(address, client, epoch_key));
+                refuse_if_unsafe(&node, node.attempt(&context).await)?;
+                tokio::spawn(node::supervise(Arc::clone(&node), Arc::clone(&context)));
+                Topology::Single(node)
+            }
+            RedisTarget::Cluster(seeds) => {
+                let cluster = Arc::new(Cluster::new(seeds).map_err(RedisStartError::Config)?);
+                match cluster.refresh(&context).await {
+                    Ok(()) => {
+                        // Wait for each primary's first check, so an unsafe one stops the start.
+                        for node in cluster.map.load().nodes.iter() {
+                            for _ in 0..100 {
+                                if node.state() != NodeState::Down || node.last_refusal().is_some()
+                                {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if node.state() == NodeState::Refused {
+                                return Err(RedisStartError::Unsafe {
+                                    node: node.address.clone(),
+                                    reason: node.last_refusal().unwrap_or_default(),
+                                });
+                            }
+                        }
+                    }
+                    Err(Refusal::Fault(_, reason) | Refusal::Unsafe(reason)) => {
+                        tracing::warn!(reason = %reason, "redis cluster not reachable at start; retrying in the background");
+                    }
+                }
+                tokio::spawn(cluster::watch(Arc::clone(&cluster), Arc::clone(&context)));
+                Topology::Cluster(cluster)
+            }
+        };
+        Ok(RedisReplay {
+            context,
+            topology: Arc::new(topology),
+        })
+    }
+
+    /// True while every node the keys map to has a checked connection (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        match &*self.topology {
+            Topology::Single(node) => node.state() == NodeState::Up,
+            Topology::Cluster(cluster) => {
+                let map = cluster.map.load();
+                !map.nodes.is_empty()
+                    && map.owners.iter().all(Option::is_some)
+                    && map.nodes.iter().all(|n| n.state() == NodeState::Up)
+            }
+        }
+    }
+
+    /// Nodes by connection state (`idgate_redis_nodes`).
+    pub fn nodes(&self) -> RedisNodes {
+        let mut counts = RedisNodes::default();
+        let mut count = |node: &Node| match node.state() {
+            NodeState::Up => counts.up += 1,
+            NodeState::Down => counts.down += 1,
+            NodeState::Refused => counts.refused += 1,
+        };
+        match &*self.topology {
+            Topology::Single(node) => count(node),
+            Topology::Cluster(cluster) => cluster.map.load().nodes.iter().for_each(|n| count(n)),
+        }
+        counts
+    }
+
+    /// The current watermark (unix seconds; `i64::MIN` for none).
+    pub fn watermark(&self) -> i64 {
+        self.context.watermark.load(Ordering::SeqCst)
+    }
+
+    /// The tokio runtime the store runs on (the pool hands its round trips to it).
+    pub fn runtime(&self) -> &Handle {
+        &self.context.runtime
+    }
+
+    /// Check-and-insert for one batch: one answer per request, in order.
+    pub async fn check_and_insert(
+        &self,
+        requests: &[ReplayRequest],
+        now: i64,
+    ) -> Vec<ReplayAnswer> {
+        let metrics = &self.context.metrics;
+        let mut answers = vec![ReplayAnswer::Unavailable; requests.len()];
+        let watermark = self.watermark();
+        // Per node: the request indexes it holds.
+        let mut groups: Vec<(Arc<Node>, Vec<usize>)> = Vec::new();
+        let mut unrouted = 0;
+        let mut below_watermark = 0;
+        let keys: Vec<Vec<u8>> = requests.iter().map(|r| self.key(r.key)).collect();
+        match &*self.topology {
+            Topology::Single(node) => {
+                let mut indexes = Vec::with_capacity(requests.len());
+                for (i, request) in requests.iter().enumerate() {
+                    if request.kb_iat < watermark {
+                        below_watermark += 1;
+                    } else {
+                        indexes.push(i);
+                    }
+                }
+                groups.push((Arc::clone(node), indexes));
+            }
+            Topology::Cluster(cluster) => {
+                let map = cluster.map.load();
+                let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); map.nodes.len()];
+                for (i, request) in requests.iter().enumerate() {
+                    if request.kb_iat < watermark {
+                        below_watermark += 1;
+                        continue;
+                    }
+                    match map.owners[slot(&keys[i]) as usize] {
+                        Some(owner) => by_node[owner as usize].push(i),
+                        None => unrouted += 1,
+                    }
+                }
+                for (node, indexes) in map.nodes.iter().zip(by_node) {
+                    if !indexes.is_empty() {
+                        groups.push((Arc::clone(node), indexes));
+                    }
+                }
+                if unrouted > 0 {
+                    cluster.refresh_soon();
+                }
+            }
+        }
+        metrics.unavailable(Unavailable::Watermark, below_watermark);
+        metrics.unavailable(Unavailable::RedisDown, unrouted);
+        let keys = Arc::new(keys);
+        let expiries: Arc<Vec<i64>> = Arc::new(
+            requests
+                .iter()
+                // Keep an entry at least until `now` (as the memory store does).
+                .map(|r| {
+                    r.expires_at
+                        .max(now)
+                        .saturating_mul(1000)
+                        .saturating_add(999)
+                })
+                .collect(),
+        );
+        let mut tasks = JoinSet::new();
+        let single = groups.len() == 1;
+        let mut first = None;
+        for (node, indexes) in groups {
+            if indexes.is_empty() {
+                continue;
+            }
+            let context = Arc::clone(&self.context);
+            let topology = Arc::clone(&self.topology);
+            let keys = Arc::clone(&keys);
+            let expiries = Arc::clone(&expiries);
+            let work = async move {
+                let result = insert(&context, &node, &keys, &expiries, &indexes).await;
+                if result.iter().any(|r| r.1 == Err(Unavailable::RedisError))
+                    && let Topology::Cluster(cluster) = &*topology
+                {
+                    cluster.refresh_soon();
+                }
+                result
+            };
+            if single {
+                first = Some(work.await);
+            } else {
+                tasks.spawn(work);
+            }
+        }
+        let mut record = |results: Vec<(usize, Result<ReplayAnswer, Unavailable>)>| {
+            for (i, result) in results {
+                match result {
+                    Ok(answer) => answers[i] = answer,
+                    Err(cause) => metrics.unavailable(cause, 1),
+                }
+            }
+        };
+        if let Some(results) = first {
+            record(results);
+        }
+        while let Some(joined) = tasks.join_next().await {
+            // A panicked task leaves its items Unavailable.
+            if let Ok(results) = joined {
+                record(results);
+            }
+        }
+        answers
+    }
+
+    fn key(&self, key: u128) -> Vec<u8> {
+        let prefix = self.context.key_prefix.as_bytes();
+        let mut out = Vec::with_capacity(prefix.len() + 16);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&key.to_le_bytes());
+        out
+    }
+}
+
+fn refuse_if_unsafe(node: &Node, attempt: Result<(), Refusal>) -> Result<(), RedisStartError> {
+    match attempt {
+        Err(Refusal::Unsafe(reason)) => Err(RedisStartError::Unsafe {
+            node: node.address.clone(),
+            reason,
+        }),
+        Err(Refusal::Fault(_, reason)) => {
+            tracing::warn!(node = %node.address, reason = %reason, "redis not reachable at start; retrying in the background (not ready until it answers)");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// One pipeline to one node: the sets of `indexes`, then the epoch key.
+async fn insert(
+    context: &Context,
+    node: &Node,
+    keys: &[Vec<u8>],
+    expiries: &[i64],
+    indexes: &[usize],
+) -> Vec<(usize, Result<ReplayAnswer, Unavailable>)> {
+    let all = |cause: Unavailable| indexes.iter().map(|&i| (i, Err(cause))).collect();
+    let Some(live) = node.live() else {
+        return all(Unavailable::RedisDown);
+    };
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for &i in indexes {
+        pipe.cmd("SET")
+            .arg(&keys[i])
+            .arg(1)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expiries[i]);
+    }
+    pipe.cmd("GET").arg(&node.epoch_key);
+    let mut connection = live.connection.clone();
+    let start = Instant::now();
+    let reply = node::query(&mut connection, &pipe, context.timeout).await;
+    context
+        .metrics
+        .redis_round_trip
+        .observe(node::elapsed_seconds(start));
+    let values = match reply {
+        Ok(values) => values,
+        Err(Refusal::Fault(fault, _)) => {
+            context.metrics.redis_error(fault);
+            node.fault(&live);
+            return all(if fault == RedisFault::Timeout {
+                Unavailable::RedisTimeout
+            } else {
+                Unavailable::RedisError
+            });
+        }
+        Err(Refusal::Unsafe(_)) => return all(Unavailable::RedisError),
+    };
+    let (Some(epoch), true) = (values.last(), values.len() == indexes.len() + 1) else {
+        context.metrics.redis_error(RedisFault::Other);
+        return all(Unavailable::RedisError);
+    };
+    let epoch_kept = matches!(epoch, Value::BulkString(value) if node.known_epoch_is(value));
+    if !epoch_kept {
+        // The data set changed under this batch (flushed, restarted empty): none of its
+        // answers can be trusted. The reconnect re-reads the epoch and raises the watermark.
+        node.fault(&live);
+        return all(Unavailable::RedisDataLost);
+    }
+    indexes
+        .iter()
+        .zip(&values)
+        .map(|(&i, value)| {
+            let answer = match value {
+                Value::Okay => Ok(ReplayAnswer::Fresh),
+                Value::Nil => Ok(ReplayAnswer::Replayed),
+                Value::ServerError(error) => {
+                    context.metrics.redis_error(if error.code() == "OOM" {
+                        RedisFault::Oom
+                    } else {
+                        RedisFault::Other
+                    });
+                    Err(Unavailable::RedisError)
+                }
+                _ => {
+                    context.metrics.redis_error(RedisFault::Other);
+                    Err(Unavailable::RedisError)
+                }
+            };
+            (i, answer)
+        })
+        .collect()
+}

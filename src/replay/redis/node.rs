@@ -1,0 +1,490 @@
+//! One Redis server of the replay store and the supervisor that holds its connection.
+//!
+//! **Invariants:**
+//! - A request uses a connection only after it passed the checks (`maxmemory-policy` is
+//!   `noeviction`, the server's clock within the allowed offset, the epoch key read); while there
+//!   is none, requests fail at once (`redis_down`) — nobody waits for a connect.
+//! - One supervisor task per node makes every connection attempt, one at a time, with jittered
+//!   exponential backoff; a request that sees a fault only drops the connection and wakes the
+//!   supervisor, so faults never turn into a reconnect storm.
+//! - A connection whose server may have lost data (epoch key missing or changed, another
+//!   `run_id`) raises the store's watermark to the moment of detection before it is used.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use rand::RngExt as _;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Notify;
+
+use super::Context;
+use crate::clock::unix_now;
+use crate::metrics::RedisFault;
+
+/// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], each drawn in [½, 1]×.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a live connection is re-checked (eviction policy, clock, epoch).
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connection state (`idgate_redis_nodes{state}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Checked and in use.
+    Up,
+    /// Not connected, or the last attempt or request failed.
+    Down,
+    /// Reachable but refused by the checks (eviction policy, clock offset).
+    Refused,
+}
+
+/// A checked connection and its generation (a fault report from an older one is ignored).
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) connection: MultiplexedConnection,
+    generation: u64,
+}
+
+/// What the previous connection saw, to recognise a server that lost data.
+#[derive(Debug, Default)]
+struct Known {
+    epoch: Option<Vec<u8>>,
+    run_id: Option<String>,
+}
+
+/// Why a connection attempt did not give a usable connection.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// Unreachable, timed out, or an error reply: try again later.
+    Fault(RedisFault, String),
+    /// Reachable and unsafe to use (the reason names the setting and the value found).
+    Unsafe(String),
+}
+
+/// One Redis server.
+pub(super) struct Node {
+    /// `host:port`, for logs (never credentials).
+    pub(super) address: String,
+    client: redis::Client,
+    /// The key whose value identifies this server's data set (no TTL).
+    pub(super) epoch_key: Vec<u8>,
+    live: ArcSwapOption<Live>,
+    state: AtomicU8,
+    generations: AtomicU64,
+    known: Mutex<Known>,
+    kick: Notify,
+    closed: AtomicBool,
+    /// The last refusal's reason (start-up reports it).
+    last_refusal: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("address", &self.address)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub(super) fn new(address: String, client: redis::Client, epoch_key: Vec<u8>) -> Node {
+        Node {
+            address,
+            client,
+            epoch_key,
+            live: ArcSwapOption::empty(),
+            state: AtomicU8::new(NodeState::Down as u8),
+            generations: AtomicU64::new(0),
+            known: Mutex::new(Known::default()),
+            kick: Notify::new(),
+            closed: AtomicBool::new(false),
+            last_refusal: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => NodeState::Up,
+            2 => NodeState::Refused,
+            _ => NodeState::Down,
+        }
+    }
+
+    fn set_state(&self, state: NodeState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The checked connection, if there is one.
+    pub(super) fn live(&self) -> Option<Arc<Live>> {
+        self.live.load_full()
+    }
+
+    /// The epoch value the current connection was checked with.
+    pub(super) fn known_epoch_is(&self, value: &[u8]) -> bool {
+        self.known.lock().epoch.as_deref() == Some(value)
+    }
+
+    /// A request on `live` failed: drop that connection (unless a newer one replaced it) and
+    /// wake the supervisor.
+    pub(super) fn fault(&self, live: &Live) {
+        let current = self.live.load();
+        if current
+            .as_ref()
+            .is_some_and(|c| c.generation == live.generation)
+        {
+            self.live.store(None);
+            self.set_state(NodeState::Down);
+            self.kick.notify_one();
+        }
+    }
+
+    /// Stops the supervisor (the node left the cluster).
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.live.store(None);
+        self.kick.notify_one();
+    }
+
+    pub(super) fn last_refusal(&self) -> Option<String> {
+        self.last_refusal.lock().clone()
+    }
+
+    /// One connection attempt with its checks; installs the connection on success.
+    pub(super) async fn attempt(&self, context: &Context) -> Result<(), Refusal> {
+        let result = self.connect_and_check(context).await;
+        match &result {
+            Ok(()) => {
+                self.set_state(NodeState::Up);
+                *self.last_refusal.lock() = None;
+            }
+            Err(Refusal::Fault(fault, reason)) => {
+                context.metrics.redis_error(*fault);
+                self.set_state(NodeState::Down);
+                tracing::debug!(node = %self.address, reason = %reason, "redis replay node unreachable");
+            }
+            Err(Refusal::Unsafe(reason)) => {
+                context.metrics.redis_refusal();
+                self.set_state(NodeState::Refused);
+                *self.last_refusal.lock() = Some(reason.clone());
+                tracing::error!(node = %self.address, reason = %reason, "redis replay node refused: replay_unavailable until it is fixed");
+            }
+        }
+        result
+    }
+
+    async fn connect_and_check(&self, context: &Context) -> Result<(), Refusal> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(context.timeout))
+            .set_response_timeout(Some(context.timeout));
+        let connect = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let mut connection = match tokio::time::timeout(context.timeout, connect).await {
+            Err(_) => {
+                return Err(Refusal::Fault(
+                    RedisFault::Timeout,
+                    "connect timed out".into(),
+                ));
+            }
+            Ok(Err(error)) => return Err(fault_of(&error)),
+            Ok(Ok(connection)) => connection,
+        };
+        let token: [u8; 16] = rand::rng().random();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        pipe.cmd("TIME");
+        pipe.cmd("INFO").arg("server");
+        pipe.cmd("SET")
+            .arg(&self.epoch_key)
+            .arg(hex::encode(token))
+            .arg("NX");
+        pipe.cmd("GET").arg(&self.epoch_key);
+        let values = query(&mut connection, &pipe, context.timeout).await?;
+        let [policy, time, info, created, epoch] = values.as_slice() else {
+            return Err(Refusal::Fault(RedisFault::Other, "short reply".into()));
+        };
+        check_policy(policy)?;
+        check_clock(time, context.max_clock_offset_s)?;
+        let run_id = run_id(info);
+        let Value::BulkString(epoch) = epoch else {
+            return Err(Refusal::Fault(
+                RedisFault::Other,
+                "the epoch key cannot be read".into(),
+            ));
+        };
+        let created = matches!(created, Value::Okay);
+        {
+            let mut known = self.known.lock();
+            let lost = created
+                || known.epoch.as_ref().is_some_and(|k| k != epoch)
+                || (known.run_id.is_some() && run_id.is_some() && known.run_id != run_id);
+            if lost {
+                // Everything this server held may be gone: refuse presentations from before now
+                // until the replay window has passed (the same watermark as a memory restart).
+                let now = unix_now();
+                context.watermark.fetch_max(now, Ordering::SeqCst);
+                context.metrics.redis_epoch_change();
+                tracing::warn!(node = %self.address, watermark = now, first_contact = known.epoch.is_none(), "redis replay data may be lost (new epoch or server identity): presentations minted before now are replay_unavailable");
+            }
+            known.epoch = Some(epoch.clone());
+            known.run_id = run_id;
+        }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.live.store(Some(Arc::new(Live {
+            connection,
+            generation,
+        })));
+        Ok(())
+    }
+
+    /// The periodic check of a live connection: eviction policy, clock, epoch. On a fault the
+    /// connection is dropped (the next attempt re-reads the epoch); on an unsafe answer it is
+    /// dropped and the node is refused.
+    async fn recheck(&self, context: &Context, live: &Live) {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        pipe.cmd("TIME");
+        pipe.cmd("GET").arg(&self.epoch_key);
+        let mut connection = live.connection.clone();
+        let outcome = match query(&mut connection, &pipe, context.timeout).await {
+            Err(refusal) => Err(refusal),
+            Ok(values) => match values.as_slice() {
+                [policy, time, epoch] => check_policy(policy)
+                    .and_then(|()| check_clock(time, context.max_clock_offset_s))
+                    .and_then(|()| match epoch {
+                        Value::BulkString(value) if self.known_epoch_is(value) => Ok(()),
+                        _ => Err(Refusal::Fault(
+                            RedisFault::Other,
+                            "the epoch key changed".into(),
+                        )),
+                    }),
+                _ => Err(Refusal::Fault(RedisFault::Other, "short reply".into())),
+            },
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Refusal::Fault(fault, reason)) => {
+                context.metrics.redis_error(fault);
+                tracing::warn!(node = %self.address, reason = %reason, "redis replay connection check failed; reconnecting");
+                self.fault(live);
+            }
+            Err(Refusal::Unsafe(reason)) => {
+                context.metrics.redis_refusal();
+                tracing::error!(node = %self.address, reason = %reason, "redis replay node refused: replay_unavailable until it is fixed");
+                *self.last_refusal.lock() = Some(reason);
+                self.fault(live);
+                self.set_state(NodeState::Refused);
+            }
+        }
+    }
+}
+
+/// The supervisor: connects (with backoff), re-checks the live connection every
+/// [`CHECK_INTERVAL`], reconnects when a request or a check drops it.
+pub(super) async fn supervise(node: Arc<Node>, context: Arc<Context>) {
+    let mut failures: u32 = 0;
+    while !node.closed.load(Ordering::Relaxed) {
+        match node.live() {
+            None => {
+                if node.attempt(&context).await.is_ok() {
+                    failures = 0;
+                    continue;
+                }
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = node.kick.notified() => {}
+                }
+            }
+            Some(live) => {
+                tokio::select! {
+                    () = tokio::time::sleep(CHECK_INTERVAL) => node.recheck(&context, &live).await,
+                    () = node.kick.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+/// The delay before attempt `failures + 1`: exponential, capped, drawn in [½, 1]× so that many
+/// gateways restarting against one Redis do not reconnect in lockstep.
+fn backoff(failures: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(16).saturating_sub(1))
+        .min(BACKOFF_MAX);
+    let factor: f64 = rand::rng().random_range(0.5..=1.0);
+    base.mul_f64(factor)
+}
+
+/// Runs a pipeline (errors inline) within `timeout`.
+pub(super) async fn query(
+    connection: &mut MultiplexedConnection,
+    pipe: &redis::Pipeline,
+    timeout: Duration,
+) -> Result<Vec<Value>, Refusal> {
+    match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(connection)).await {
+        Err(_) => Err(Refusal::Fault(
+            RedisFault::Timeout,
+            "no answer within the timeout".into(),
+        )),
+        Ok(Err(error)) => Err(fault_of(&error)),
+        Ok(Ok(values)) => Ok(values),
+    }
+}
+
+/// The metric kind of a client-side error.
+pub(super) fn fault_of(error: &redis::RedisError) -> Refusal {
+    let kind = if error.is_timeout() {
+        RedisFault::Timeout
+    } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+    {
+        RedisFault::Connection
+    } else if error.code() == Some("OOM") {
+        RedisFault::Oom
+    } else {
+        RedisFault::Other
+    };
+    // The error's text comes from the client or server, never from a request.
+    Refusal::Fault(kind, error.to_string())
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(text) => Some(text.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn check_policy(reply: &Value) -> Result<(), Refusal> {
+    let value = match reply {
+        Value::Array(items) => items.get(1).and_then(text),
+        Value::Map(pairs) => pairs.first().and_then(|(_, v)| text(v)),
+        Value::ServerError(error) => {
+            return Err(Refusal::Unsafe(format!(
+                "cannot read maxmemory-policy (CONFIG GET answered {}); the replay store needs maxmemory-policy noeviction",
+                error.code()
+            )));
+        }
+        _ => None,
+    };
+    match value.as_deref() {
+        Some("noeviction") => Ok(()),
+        Some(other) => Err(Refusal::Unsafe(format!(
+            "maxmemory-policy is {other}; the replay store needs maxmemory-policy noeviction (an evicted nonce could be replayed)"
+        ))),
+        None => Err(Refusal::Unsafe(
+            "maxmemory-policy cannot be read; the replay store needs maxmemory-policy noeviction"
+                .into(),
+        )),
+    }
+}
+
+/// PXAT expiries use the server's clock: refuse a server whose clock is off by more than the
+/// allowed offset (its entries would expire early or late by as much).
+fn check_clock(reply: &Value, max_offset_s: i64) -> Result<(), Refusal> {
+    let seconds = match reply {
+        Value::Array(items) => items
+            .first()
+            .and_then(text)
+            .and_then(|s| s.parse::<i64>().ok()),
+        _ => None,
+    };
+    let Some(seconds) = seconds else {
+        return Err(Refusal::Fault(
+            RedisFault::Other,
+            "TIME gave no answer".into(),
+        ));
+    };
+    let offset = seconds - unix_now();
+    if offset.abs() > max_offset_s {
+        return Err(Refusal::Unsafe(format!(
+            "the server's clock is {offset} s off this host's (at most {max_offset_s} s allowed: entries expire by the server's clock)"
+        )));
+    }
+    Ok(())
+}
+
+fn run_id(info: &Value) -> Option<String> {
+    let text = text(info)?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_string())
+}
+
+/// Round trips are timed whether or not they are answered.
+pub(super) fn elapsed_seconds(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        for failures in 1..40 {
+            let delay = backoff(failures);
+            assert!(delay >= BACKOFF_MIN / 2, "{delay:?}");
+            assert!(delay <= BACKOFF_MAX, "{delay:?}");
+        }
+        assert!(backoff(1) <= BACKOFF_MIN);
+        assert!(backoff(30) >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn only_noeviction_is_accepted_and_the_refusal_names_the_value() {
+        let reply = |policy: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"maxmemory-policy".to_vec()),
+                Value::BulkString(policy.as_bytes().to_vec()),
+            ])
+        };
+        assert!(check_policy(&reply("noeviction")).is_ok());
+        match check_policy(&reply("allkeys-lru")) {
+            Err(Refusal::Unsafe(reason)) => {
+                assert!(
+                    reason.contains("maxmemory-policy is allkeys-lru"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(check_policy(&Value::Nil), Err(Refusal::Unsafe(_))));
+    }
+
+    #[test]
+    fn a_server_clock_off_by_more_than_allowed_is_refused() {
+        let at = |seconds: i64| {
+            Value::Array(vec![
+                Value::BulkString(seconds.to_string().into_bytes()),
+                Value::BulkString(b"0".to_vec()),
+            ])
+        };
+        assert!(check_clock(&at(unix_now()), 5).is_ok());
+        assert!(matches!(
+            check_clock(&at(unix_now() + 60), 5),
+            Err(Refusal::Unsafe(_))
+        ));
+        assert!(matches!(
+            check_clock(&at(unix_now() - 60), 5),
+            Err(Refusal::Unsafe(_))
+        ));
+    }
+
+    #[test]
+    fn run_id_is_read_from_info_server() {
+        let info =
+            Value::BulkString(b"# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\n".to_vec());
+        assert_eq!(run_id(&info).as_deref(), Some("abc123"));
+    }
+}
