@@ -80,17 +80,91 @@ fn closed_sets_refuse_other_values_and_list_the_accepted_ones() {
             "missing {expected}: {problems:#?}"
         );
     }
-    let text = format!("[replay]\nbackend = \"redis\"\n{}", tenant());
-    let problems = check_text(&text, &[]).unwrap_err().problems;
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("not supported by this build"))
-    );
     let text = format!("[log]\nlevel = \"debug\"\nformat = \"text\"\n{}", tenant());
     let settings = check_text(&text, &[]).unwrap();
     assert_eq!(settings.log_level, LogLevel::Debug);
     assert!(!settings.log_json);
+}
+
+#[test]
+fn the_redis_replay_backend_needs_exactly_one_target() {
+    let problems = |replay: &str| {
+        check_text(&format!("[replay]\n{replay}\n{}", tenant()), &[])
+            .unwrap_err()
+            .problems
+    };
+    let neither = problems("backend = \"redis\"");
+    assert!(
+        neither
+            .iter()
+            .any(|p| p.contains("needs replay.redis_url (one server) or replay.redis_cluster")),
+        "{neither:#?}"
+    );
+    let both = problems(
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:7000\"\nredis_cluster = [\"redis://127.0.0.1:7001\"]",
+    );
+    assert!(
+        both.iter().any(|p| p.contains("mutually exclusive")),
+        "{both:#?}"
+    );
+    let bad = problems("backend = \"redis\"\nredis_url = \"http://127.0.0.1:7000\"");
+    assert!(
+        bad.iter()
+            .any(|p| p.starts_with("replay.redis_url must be a URL like redis://")),
+        "{bad:#?}"
+    );
+    let unused = problems("redis_url = \"redis://127.0.0.1:7000\"");
+    assert!(
+        unused
+            .iter()
+            .any(|p| p.contains("replay.backend is not \"redis\"")),
+        "{unused:#?}"
+    );
+    let zero = problems("backend = \"redis\"\nredis_url = \"redis://h:1\"\nredis_timeout_ms = 0");
+    assert!(
+        zero.iter().any(|p| p.contains("redis_timeout_ms")),
+        "{zero:#?}"
+    );
+
+    let single = check_text(
+        &format!(
+            "[replay]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:7000/2\"\n{}",
+            tenant()
+        ),
+        &[],
+    )
+    .unwrap();
+    let options = single.replay_redis.unwrap();
+    assert_eq!(
+        options.target,
+        RedisTarget::Single("redis://127.0.0.1:7000/2".into())
+    );
+    assert_eq!(options.timeout, Duration::from_millis(250));
+    assert_eq!(options.key_prefix, "idgate:replay:");
+    let cluster = check_text(
+        &tenant(),
+        &[
+            ("IDGATE_REPLAY_BACKEND", "redis"),
+            (
+                "IDGATE_REPLAY_REDIS_CLUSTER",
+                "[\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]",
+            ),
+            ("IDGATE_REPLAY_REDIS_TIMEOUT_MS", "100"),
+            ("IDGATE_REPLAY_KEY_PREFIX", "bank-a:"),
+        ],
+    )
+    .unwrap();
+    let options = cluster.replay_redis.unwrap();
+    assert_eq!(
+        options.target,
+        RedisTarget::Cluster(vec![
+            "redis://127.0.0.1:7001".into(),
+            "redis://127.0.0.1:7002".into()
+        ])
+    );
+    assert_eq!(options.timeout, Duration::from_millis(100));
+    assert_eq!(options.key_prefix, "bank-a:");
+    assert!(check_text(&tenant(), &[]).unwrap().replay_redis.is_none());
 }
 
 #[test]
