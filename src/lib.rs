@@ -7,7 +7,7 @@
 //! - [`ed25519`]: the one Ed25519 rule of SPEC §2 and the batch equation (a leaf module).
 //! - [`trust`]: the JWKS trust store (SPEC §6).
 //! - [`revocation`]: revocation entries, the in-memory list and its durable log (SPEC §5).
-//! - [`replay`]: the in-memory replay-nonce store (SPEC §3).
+//! - [`replay`]: the replay-nonce stores (SPEC §3, §8): in memory, or shared through Redis.
 //! - [`mint`]: issuer and wallet simulator for tests, benches, the demo and the load generator.
 //! - [`gateway`]: the service's shared state, tenants, the async→pool bridge, coalescing.
 //! - [`api`]: HTTP routes and JSON shapes (SPEC §4); the only module that knows status codes.
