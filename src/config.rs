@@ -242,6 +242,8 @@ pub struct ReplaySection {
     pub redis_timeout_ms: u64,
     /// Prepended to every key idgate writes.
     pub key_prefix: String,
+    /// With `rediss://`: a PEM file of roots to trust instead of the system's.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for ReplaySection {
@@ -253,6 +255,7 @@ impl Default for ReplaySection {
             redis_cluster: Vec::new(),
             redis_timeout_ms: 250,
             key_prefix: "idgate:replay:".into(),
+            redis_ca_file: None,
         }
     }
 }
@@ -485,7 +488,7 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
             "revocation.feed = \"redis\" is not supported by this build; use \"none\"".into(),
         );
     }
-    let replay_redis = redis_replay(config, &mut problems);
+    let replay_redis = redis_replay(config, base, &mut problems);
     let log_level = config.log.level.get("log.level", &mut problems).copied();
     let log_format = config.log.format.get("log.format", &mut problems).copied();
     let admin_token_sha256 = match config.admin.token_sha256.as_str() {
@@ -592,17 +595,18 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// `[replay]` with `backend = "redis"`, checked; `None` for the memory backend.
-fn redis_replay(config: &Config, problems: &mut Vec<String>) -> Option<RedisReplayOptions> {
+fn redis_replay(
+    config: &Config,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<RedisReplayOptions> {
     let replay = &config.replay;
     let backend = replay.backend.get("replay.backend", problems).copied();
     let url_ok = |problems: &mut Vec<String>, name: &str, url: &str| {
-        if url.starts_with("rediss://") {
+        let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+        if !scheme_ok || redis::Client::open(url).is_err() {
             problems.push(format!(
-                "{name}: rediss:// (TLS to Redis) is not supported by this build; use redis:// on a trusted network"
-            ));
-        } else if !url.starts_with("redis://") || redis::Client::open(url).is_err() {
-            problems.push(format!(
-                "{name} must be a URL like redis://127.0.0.1:6379 (redis://[user:password@]host:port[/db])"
+                "{name} must be a URL like redis://127.0.0.1:6379 or rediss://host:6380 (redis[s]://[user:password@]host:port[/db])"
             ));
         }
     };
@@ -646,11 +650,19 @@ fn redis_replay(config: &Config, problems: &mut Vec<String>) -> Option<RedisRepl
             return None;
         }
     };
+    let tls = match &target {
+        RedisTarget::Single(url) => url.starts_with("rediss://"),
+        RedisTarget::Cluster(urls) => urls.iter().all(|u| u.starts_with("rediss://")),
+    };
+    if replay.redis_ca_file.is_some() && !tls {
+        problems.push("replay.redis_ca_file is set but the Redis URLs are not rediss://".into());
+    }
     Some(RedisReplayOptions {
         target,
         timeout: Duration::from_millis(replay.redis_timeout_ms.max(1)),
         key_prefix: replay.key_prefix.clone(),
         max_clock_offset_s: config.policy.clock_skew_s.max(1),
+        ca_file: replay.redis_ca_file.as_ref().map(|path| base.join(path)),
     })
 }
 

@@ -165,6 +165,30 @@ fn the_redis_replay_backend_needs_exactly_one_target() {
     assert_eq!(options.timeout, Duration::from_millis(100));
     assert_eq!(options.key_prefix, "bank-a:");
     assert!(check_text(&tenant(), &[]).unwrap().replay_redis.is_none());
+    let ca_without_tls =
+        problems("backend = \"redis\"\nredis_url = \"redis://h:1\"\nredis_ca_file = \"ca.pem\"");
+    assert!(
+        ca_without_tls
+            .iter()
+            .any(|p| p.contains("redis_ca_file is set but the Redis URLs are not rediss://")),
+        "{ca_without_tls:#?}"
+    );
+    let tls = check_text(
+        &format!(
+            "[replay]\nbackend = \"redis\"\nredis_url = \"rediss://127.0.0.1:6380\"\nredis_ca_file = \"ca.pem\"\n{}",
+            tenant()
+        ),
+        &[],
+    )
+    .unwrap()
+    .replay_redis
+    .unwrap();
+    assert_eq!(
+        tls.ca_file.as_deref().and_then(Path::file_name),
+        Some(std::ffi::OsStr::new("ca.pem")),
+        "relative to the config file"
+    );
+    assert!(tls.ca_file.unwrap().is_absolute());
 }
 
 #[test]

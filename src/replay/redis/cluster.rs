@@ -142,11 +142,11 @@ impl Cluster {
                     let Some((host, port)) = address.rsplit_once(':') else {
                         continue;
                     };
-                    let info = self.seeds[0].clone().set_addr(ConnectionAddr::Tcp(
-                        host.to_string(),
-                        port.parse().unwrap_or(6379),
-                    ));
-                    let Ok(client) = super::client(info) else {
+                    let Ok(port) = port.parse() else {
+                        continue;
+                    };
+                    let info = super::at_address(&self.seeds[0], host, port);
+                    let Ok(client) = super::client(info, context.ca.as_deref()) else {
                         continue;
                     };
                     let node = Arc::new(Node::new(address, client, epoch_key));
@@ -202,7 +202,7 @@ async fn read_slots(
     info: &ConnectionInfo,
     context: &Context,
 ) -> Result<Vec<(u16, u16, String, u16)>, Refusal> {
-    let client = super::client(info.clone())
+    let client = super::client(info.clone(), context.ca.as_deref())
         .map_err(|e| Refusal::Fault(RedisFault::Other, e.to_string()))?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(context.timeout))
@@ -247,7 +247,7 @@ async fn read_slots(
             }
             // An empty host means "the address you reached me on".
             _ => match info.addr() {
-                ConnectionAddr::Tcp(host, _) => host.clone(),
+                ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
                 _ => continue,
             },
         };
@@ -273,10 +273,7 @@ trait ParseAddr {
 impl ParseAddr for String {
     fn parse_addr(&self, seed: &ConnectionInfo) -> Option<ConnectionInfo> {
         let (host, port) = self.rsplit_once(':')?;
-        Some(
-            seed.clone()
-                .set_addr(ConnectionAddr::Tcp(host.to_string(), port.parse().ok()?)),
-        )
+        Some(super::at_address(seed, host, port.parse().ok()?))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct RedisReplayOptions {
     /// Largest accepted offset between this host's clock and the server's (`PXAT` expiries are
     /// by the server's clock); the policy's clock skew.
     pub max_clock_offset_s: i64,
+    /// With `rediss://`: PEM roots to trust instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Why the store could not start.
@@ -79,6 +81,8 @@ struct Context {
     watermark: AtomicI64,
     metrics: Arc<ReplayMetrics>,
     runtime: Handle,
+    /// PEM roots for `rediss://` (`None`: the system's).
+    ca: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -94,9 +98,36 @@ pub struct RedisReplay {
     topology: Arc<Topology>,
 }
 
-fn client(info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+/// A client for one server: TCP_NODELAY on; with `rediss://`, TLS (rustls, ring) against
+/// `ca` or the system's roots.
+fn client(info: redis::ConnectionInfo, ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
     let tcp = info.tcp_settings().clone().set_nodelay(true);
-    redis::Client::open(info.set_tcp_settings(tcp))
+    let info = info.set_tcp_settings(tcp);
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    match ca {
+        Some(ca) if tls => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(info),
+    }
+}
+
+/// `info` pointed at another `host:port`, keeping its scheme (TLS or not) and settings.
+fn at_address(info: &redis::ConnectionInfo, host: &str, port: u16) -> redis::ConnectionInfo {
+    let addr = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+    };
+    info.clone().set_addr(addr)
 }
 
 impl RedisReplay {
@@ -107,7 +138,19 @@ impl RedisReplay {
         options: RedisReplayOptions,
         metrics: Arc<ReplayMetrics>,
     ) -> Result<RedisReplay, RedisStartError> {
+        // TLS to Redis uses rustls with ring, the process's one crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = match &options.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                RedisStartError::Config(format!(
+                    "replay.redis_ca_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?),
+        };
         let context = Arc::new(Context {
+            ca,
             timeout: options.timeout,
             max_clock_offset_s: options.max_clock_offset_s,
             key_prefix: options.key_prefix.clone(),
@@ -122,10 +165,11 @@ impl RedisReplay {
                     .into_connection_info()
                     .map_err(|e| RedisStartError::Config(format!("replay.redis_url: {e}")))?;
                 let address = match info.addr() {
-                    redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+                    redis::ConnectionAddr::Tcp(host, port)
+                    | redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
                     other => other.to_string(),
                 };
-                let client = client(info)
+                let client = client(info, context.ca.as_deref())
                     .map_err(|e| RedisStartError::Config(format!("replay.redis_url: {e}")))?;
                 let epoch_key = format!("{}epoch", options.key_prefix).into_bytes();
                 let node = Arc::new(Node::new(address, client, epoch_key));
