@@ -158,6 +158,30 @@ impl Cluster {
             };
             map.nodes.push(node);
         }
+        // A slot that moved to another primary (a failover, a resharding) may have lost the
+        // writes its old owner had not passed on: the new owner's epoch key says nothing about
+        // them. Treat it as lost data (the watermark), as a restarted single server is.
+        fn address(m: &SlotMap, slot: usize) -> Option<&str> {
+            m.owners[slot]
+                .and_then(|i| m.nodes.get(i as usize))
+                .map(|n| n.address.as_str())
+        }
+        let moved = !old.nodes.is_empty()
+            && (0..SLOTS).any(|slot| {
+                let before = address(&old, slot);
+                before.is_some() && before != address(&map, slot)
+            });
+        if moved {
+            let now = crate::clock::unix_now();
+            context
+                .watermark
+                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            context.metrics.redis_epoch_change();
+            tracing::warn!(
+                watermark = now,
+                "redis cluster slots moved to another primary: presentations minted before now are replay_unavailable"
+            );
+        }
         for node in &old.nodes {
             if !map.nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
                 node.close();
