@@ -172,14 +172,15 @@ impl Cluster {
                 before.is_some() && before != address(&map, slot)
             });
         if moved {
-            let now = crate::clock::unix_now();
+            // Raised before the new map is installed, so that a batch routed by it sees it.
+            let watermark = super::lost_data_watermark(context);
             context
                 .watermark
-                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                .fetch_max(watermark, std::sync::atomic::Ordering::SeqCst);
             context.metrics.redis_epoch_change();
             tracing::warn!(
-                watermark = now,
-                "redis cluster slots moved to another primary: presentations minted before now are replay_unavailable"
+                watermark,
+                "redis cluster slots moved to another primary: presentations minted before the watermark are replay_unavailable"
             );
         }
         for node in &old.nodes {

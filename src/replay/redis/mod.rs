@@ -314,6 +314,7 @@ impl RedisReplay {
                 })
                 .collect(),
         );
+        let iats: Arc<Vec<i64>> = Arc::new(requests.iter().map(|r| r.kb_iat).collect());
         let mut tasks = JoinSet::new();
         let single = groups.len() == 1;
         let mut first = None;
@@ -325,8 +326,9 @@ impl RedisReplay {
             let topology = Arc::clone(&self.topology);
             let keys = Arc::clone(&keys);
             let expiries = Arc::clone(&expiries);
+            let iats = Arc::clone(&iats);
             let work = async move {
-                let result = insert(&context, &node, &keys, &expiries, &indexes).await;
+                let result = insert(&context, &node, &keys, &expiries, &iats, &indexes).await;
                 if result.iter().any(|r| r.1 == Err(Unavailable::RedisError))
                     && let Topology::Cluster(cluster) = &*topology
                 {
@@ -383,18 +385,57 @@ fn refuse_if_unsafe(node: &Node, attempt: Result<(), Refusal>) -> Result<(), Red
     }
 }
 
+/// The watermark for data lost under a running gateway, detected now: a presentation this
+/// gateway (or another) accepted before the loss has a KB-JWT `iat` of at most its acceptance
+/// time plus the clock skew (the freshness check lets `iat` be that far ahead), so refusing only
+/// `iat` before now would accept such a presentation a second time once its entry is gone.
+fn lost_data_watermark(context: &Context) -> i64 {
+    crate::clock::unix_now()
+        .saturating_add(context.max_clock_offset_s)
+        .saturating_add(1)
+}
+
 /// One pipeline to one node: the sets of `indexes`, then the epoch key.
 async fn insert(
     context: &Context,
     node: &Node,
     keys: &[Vec<u8>],
     expiries: &[i64],
+    iats: &[i64],
+    indexes: &[usize],
+) -> Vec<(usize, Result<ReplayAnswer, Unavailable>)> {
+    let Some(live) = node.live() else {
+        return indexes
+            .iter()
+            .map(|&i| (i, Err(Unavailable::RedisDown)))
+            .collect();
+    };
+    // The watermark again, read after the connection (and, in a cluster, the slot map) was
+    // taken: a loss detected since the batch began raised it before installing either, so a
+    // batch that uses the new connection also sees the new watermark.
+    let watermark = context.watermark.load(Ordering::SeqCst);
+    let (indexes, late): (Vec<usize>, Vec<usize>) =
+        indexes.iter().partition(|&&i| iats[i] >= watermark);
+    let mut results: Vec<(usize, Result<ReplayAnswer, Unavailable>)> = late
+        .into_iter()
+        .map(|i| (i, Err(Unavailable::Watermark)))
+        .collect();
+    if !indexes.is_empty() {
+        results.extend(pipeline(context, node, &live, keys, expiries, &indexes).await);
+    }
+    results
+}
+
+/// The pipeline of [`insert`] on `live`.
+async fn pipeline(
+    context: &Context,
+    node: &Node,
+    live: &node::Live,
+    keys: &[Vec<u8>],
+    expiries: &[i64],
     indexes: &[usize],
 ) -> Vec<(usize, Result<ReplayAnswer, Unavailable>)> {
     let all = |cause: Unavailable| indexes.iter().map(|&i| (i, Err(cause))).collect();
-    let Some(live) = node.live() else {
-        return all(Unavailable::RedisDown);
-    };
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for &i in indexes {
@@ -417,7 +458,7 @@ async fn insert(
         Ok(values) => values,
         Err(Refusal::Fault(fault, _)) => {
             context.metrics.redis_error(fault);
-            node.fault(&live);
+            node.fault(live);
             return all(if fault == RedisFault::Timeout {
                 Unavailable::RedisTimeout
             } else {
@@ -430,11 +471,13 @@ async fn insert(
         context.metrics.redis_error(RedisFault::Other);
         return all(Unavailable::RedisError);
     };
-    let epoch_kept = matches!(epoch, Value::BulkString(value) if node.known_epoch_is(value));
+    // Compared with the epoch this connection was checked with, not the node's latest: see
+    // `Live::epoch`.
+    let epoch_kept = matches!(epoch, Value::BulkString(value) if *value == live.epoch);
     if !epoch_kept {
         // The data set changed under this batch (flushed, restarted empty): none of its
         // answers can be trusted. The reconnect re-reads the epoch and raises the watermark.
-        node.fault(&live);
+        node.fault(live);
         return all(Unavailable::RedisDataLost);
     }
     indexes

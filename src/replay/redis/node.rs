@@ -42,10 +42,16 @@ pub enum NodeState {
     Refused,
 }
 
-/// A checked connection and its generation (a fault report from an older one is ignored).
+/// A checked connection, the epoch it was checked with, and its generation (a fault report
+/// from an older one is ignored).
 #[derive(Debug)]
 pub(super) struct Live {
     pub(super) connection: MultiplexedConnection,
+    /// The epoch key's value when this connection was checked. A pipeline on this connection is
+    /// trusted only if it reads this value: comparing with the node's *latest* epoch instead
+    /// would trust a pipeline sent on the old connection before a loss and answered after the
+    /// reconnect had installed the new epoch (its sets landed in the emptied data set).
+    pub(super) epoch: Vec<u8>,
     generation: u64,
 }
 
@@ -122,11 +128,6 @@ impl Node {
     /// The checked connection, if there is one.
     pub(super) fn live(&self) -> Option<Arc<Live>> {
         self.live.load_full()
-    }
-
-    /// The epoch value the current connection was checked with.
-    pub(super) fn known_epoch_is(&self, value: &[u8]) -> bool {
-        self.known.lock().epoch.as_deref() == Some(value)
     }
 
     /// A request on `live` failed: drop that connection (unless a newer one replaced it) and
@@ -227,10 +228,16 @@ impl Node {
             if lost {
                 // Everything this server held may be gone: refuse presentations from before now
                 // until the replay window has passed (the same watermark as a memory restart).
-                let now = unix_now();
-                context.watermark.fetch_max(now, Ordering::SeqCst);
+                // Raised before the connection is installed, so that a batch using it sees it.
+                let first_contact = known.epoch.is_none();
+                let watermark = if first_contact {
+                    unix_now()
+                } else {
+                    super::lost_data_watermark(context)
+                };
+                context.watermark.fetch_max(watermark, Ordering::SeqCst);
                 context.metrics.redis_epoch_change();
-                tracing::warn!(node = %self.address, watermark = now, first_contact = known.epoch.is_none(), "redis replay data may be lost (new epoch or server identity): presentations minted before now are replay_unavailable");
+                tracing::warn!(node = %self.address, watermark, first_contact, "redis replay data may be lost (new epoch or server identity): presentations minted before the watermark are replay_unavailable");
             }
             known.epoch = Some(epoch.clone());
             known.run_id = run_id;
@@ -238,6 +245,7 @@ impl Node {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.live.store(Some(Arc::new(Live {
             connection,
+            epoch: epoch.clone(),
             generation,
         })));
         Ok(())
@@ -259,7 +267,7 @@ impl Node {
                 [policy, time, epoch] => check_policy(policy)
                     .and_then(|()| check_clock(time, context.max_clock_offset_s))
                     .and_then(|()| match epoch {
-                        Value::BulkString(value) if self.known_epoch_is(value) => Ok(()),
+                        Value::BulkString(value) if *value == live.epoch => Ok(()),
                         _ => Err(Refusal::Fault(
                             RedisFault::Other,
                             "the epoch key changed".into(),
