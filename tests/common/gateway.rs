@@ -30,6 +30,9 @@ pub struct Options {
     pub coalesce_max_items: usize,
     pub verify_threads: usize,
     pub request_timeout_ms: u64,
+    /// More lines for the `[replay]` section (e.g. `backend = "redis"` and its settings; see
+    /// `common::redis::replay_settings`).
+    pub replay_extra: String,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             coalesce_max_items: 512,
             verify_threads: 2,
             request_timeout_ms: 30_000,
+            replay_extra: String::new(),
         }
     }
 }
@@ -72,6 +76,7 @@ data_dir = "data"
 
 [replay]
 capacity = {replay}
+{replay_extra}
 
 [admin]
 token_sha256 = "{admin}"
@@ -98,6 +103,7 @@ allow_status_queries = true
         timeout = options.request_timeout_ms,
         coalesce = options.coalesce_max_items,
         replay = options.replay_capacity,
+        replay_extra = options.replay_extra,
         rate = options.rate_limit_items_per_s,
         admin = hex::encode(Sha256::digest(ADMIN_TOKEN)),
         bank = hex::encode(Sha256::digest(API_KEY)),

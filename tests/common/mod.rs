@@ -6,6 +6,7 @@
 pub mod crash;
 pub mod gateway;
 pub mod http;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 
