@@ -603,6 +603,11 @@ fn redis_replay(
     let replay = &config.replay;
     let backend = replay.backend.get("replay.backend", problems).copied();
     let url_ok = |problems: &mut Vec<String>, name: &str, url: &str| {
+        if url.contains("#insecure") {
+            problems.push(format!(
+                "{name}: #insecure (TLS without certificate checks) is refused; give replay.redis_ca_file instead"
+            ));
+        }
         let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
         if !scheme_ok || redis::Client::open(url).is_err() {
             problems.push(format!(
@@ -613,8 +618,11 @@ fn redis_replay(
     if replay.redis_timeout_ms == 0 || replay.redis_timeout_ms > 60_000 {
         problems.push("replay.redis_timeout_ms must be between 1 and 60000".into());
     }
-    if replay.key_prefix.len() > 256 {
-        problems.push("replay.key_prefix must be at most 256 bytes".into());
+    if replay.key_prefix.is_empty() || replay.key_prefix.len() > 256 {
+        problems.push("replay.key_prefix must be 1 to 256 bytes".into());
+    }
+    if replay.redis_timeout_ms >= config.server.request_timeout_ms {
+        problems.push("replay.redis_timeout_ms must be less than server.request_timeout_ms".into());
     }
     if backend != Some(ReplayBackend::Redis) {
         if !replay.redis_url.is_empty() || !replay.redis_cluster.is_empty() {
@@ -640,6 +648,19 @@ fn redis_replay(
         ("", nodes) => {
             for (index, url) in nodes.iter().enumerate() {
                 url_ok(problems, &format!("replay.redis_cluster[{index}]"), url);
+            }
+            let tls = nodes.iter().filter(|u| u.starts_with("rediss://")).count();
+            if tls != 0 && tls != nodes.len() {
+                problems.push(
+                    "replay.redis_cluster mixes redis:// and rediss://: use one scheme for every node"
+                        .into(),
+                );
+            }
+            if replay.key_prefix.contains(['{', '}']) {
+                problems.push(
+                    "replay.key_prefix must not contain { or } with replay.redis_cluster (a hash tag would put every key in one slot)"
+                        .into(),
+                );
             }
             RedisTarget::Cluster(nodes.to_vec())
         }

@@ -120,6 +120,34 @@ fn the_redis_replay_backend_needs_exactly_one_target() {
             .any(|p| p.contains("replay.backend is not \"redis\"")),
         "{unused:#?}"
     );
+    for (replay, expected) in [
+        (
+            "backend = \"redis\"\nredis_url = \"rediss://h:1/#insecure\"",
+            "#insecure (TLS without certificate checks) is refused",
+        ),
+        (
+            "backend = \"redis\"\nredis_url = \"redis://h:1\"\nkey_prefix = \"\"",
+            "replay.key_prefix must be 1 to 256 bytes",
+        ),
+        (
+            "backend = \"redis\"\nredis_cluster = [\"redis://h:1\", \"rediss://h:2\"]",
+            "mixes redis:// and rediss://",
+        ),
+        (
+            "backend = \"redis\"\nredis_cluster = [\"redis://h:1\"]\nkey_prefix = \"{idgate}:\"",
+            "must not contain { or } with replay.redis_cluster",
+        ),
+        (
+            "backend = \"redis\"\nredis_url = \"redis://h:1\"\nredis_timeout_ms = 40000",
+            "replay.redis_timeout_ms must be less than server.request_timeout_ms",
+        ),
+    ] {
+        let found = problems(replay);
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected}: {found:#?}"
+        );
+    }
     let zero = problems("backend = \"redis\"\nredis_url = \"redis://h:1\"\nredis_timeout_ms = 0");
     assert!(
         zero.iter().any(|p| p.contains("redis_timeout_ms")),

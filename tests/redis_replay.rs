@@ -124,20 +124,23 @@ fn a_presentation_accepted_by_one_gateway_is_replayed_on_the_other() {
     assert_eq!(outcome(&a, &q), "replayed");
     // In one batch on B: an in-batch duplicate, a fresh one and two replays.
     let r = scheme.present("3012345678", "card-0003");
+    let mut expected: Vec<i64> = [&p, &q, &r]
+        .iter()
+        // The end of the replay window's last second (KB iat + 60 s age + 5 s skew), plus the
+        // 5 s of clock offset allowed between this host and Redis, in Redis's ms.
+        .map(|x| (kb_iat(x) + 60 + 5 + 5 + 1) * 1000 - 1)
+        .collect();
     assert_eq!(
         b.outcomes(&[r.clone(), r, p, q]),
         ["valid", "replayed", "replayed", "replayed"]
     );
 
-    // Three replay entries, each expiring (PXAT) at the end of the replay window (KB iat + 60 s
-    // + 5 s skew, the iat being up to 2 s ahead), and the epoch key without an expiry.
-    let mut ttls = server.pttls();
-    ttls.sort();
-    assert_eq!(ttls.len(), 4, "{ttls:?}");
-    assert_eq!(ttls[0], -1, "the epoch key has no expiry: {ttls:?}");
-    for &ttl in &ttls[1..] {
-        assert!((55_000..=69_000).contains(&ttl), "{ttls:?}");
-    }
+    // Three replay entries expiring exactly then, and the epoch key without an expiry.
+    let mut expiries = server.pexpiretimes();
+    expiries.sort();
+    expected.insert(0, -1);
+    expected.sort();
+    assert_eq!(expiries, expected, "the epoch key has no expiry (-1)");
     for gateway in [&a, &b] {
         assert_eq!(gateway.metric("idgate_redis_nodes{state=\"up\"}"), 1.0);
         assert_eq!(gateway.metric("idgate_redis_nodes{state=\"down\"}"), 0.0);
@@ -403,8 +406,10 @@ fn lost_data_is_detected(seed: u64, lose: impl FnOnce(&mut RedisServer)) {
     assert_ne!(outcome(&b, &first), "valid");
     // Both detect the loss and accept fresh presentations again (after the clock skew: the
     // watermark is the second of detection + 5 s + 1, above any `iat` accepted before).
-    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(15));
-    until_fresh_is_valid(&b, &mut scheme, Duration::from_secs(15));
+    // Both detect the loss; the watermark is the detection second + skew + 2 × the allowed
+    // Redis clock offset + 1 = 16 s ahead with the defaults.
+    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(30));
+    until_fresh_is_valid(&b, &mut scheme, Duration::from_secs(30));
     // `second`, `third` and `ahead` were not sent since the loss (their entries are simply
     // gone): the watermark refuses them on both gateways; so it does `first`.
     for gateway in [&a, &b] {
@@ -482,12 +487,39 @@ fn an_evicting_policy_set_on_a_running_server_fails_closed_until_it_is_set_back(
     assert_eq!(a.metric("idgate_redis_nodes{state=\"refused\"}"), 1.0);
     assert!(a.metric("idgate_replay_unavailable_total{cause=\"redis_down\"}") >= 10.0);
 
+    // While the policy was wrong, entries may have been evicted (the epoch key, without a TTL,
+    // survives a volatile-* policy): coming back raises the watermark as a loss does.
+    let changes = a.metric("idgate_redis_epoch_changes_total");
     server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(10));
+    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(30));
     wait_ready(&a);
     assert_eq!(a.metric("idgate_redis_nodes{state=\"up\"}"), 1.0);
-    // Nothing was lost: the entry from before is still there, and no watermark was raised.
-    assert_eq!(outcome(&a, &before), "replayed");
+    assert!(a.metric("idgate_redis_epoch_changes_total") > changes);
+    assert_eq!(outcome(&a, &before), "replay_unavailable");
+}
+
+#[test]
+fn a_gateway_started_after_a_loss_inherits_its_watermark() {
+    if !redis::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let mut scheme = Scheme::live(1611);
+    let a = gateway(&scheme, &server.url(), TIMEOUT_MS);
+    let accepted = fresh(&mut scheme);
+    assert_eq!(outcome(&a, &accepted), "valid");
+    wait_past_second(kb_iat(&accepted));
+    server.cli(&["FLUSHALL"]);
+    // A detects the loss and writes a new epoch that says so.
+    assert_ne!(outcome(&a, &accepted), "valid");
+    eventually(Duration::from_secs(5), "A reconnected", || {
+        a.metric("idgate_redis_nodes{state=\"up\"}") == 1.0
+    });
+    // B starts afterwards: it never saw the old epoch, yet must not accept the old one.
+    let b = gateway(&scheme, &server.url(), TIMEOUT_MS);
+    assert_eq!(outcome(&b, &accepted), "replay_unavailable");
+    assert!(b.metric("idgate_replay_unavailable_total{cause=\"watermark\"}") >= 1.0);
+    until_fresh_is_valid(&b, &mut scheme, Duration::from_secs(30));
 }
 
 #[test]

@@ -339,6 +339,17 @@ exit 0"#;
             .collect()
     }
 
+    /// `PEXPIRETIME` of every key (unix ms; -1: no expiry), by a script (the keys are binary).
+    pub fn pexpiretimes(&self) -> Vec<i64> {
+        let script = "local t = {} for _, k in ipairs(redis.call('KEYS', '*')) do \
+                      t[#t + 1] = redis.call('PEXPIRETIME', k) end return t";
+        self.cli(&["EVAL", script, "0"])
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    }
+
     /// One field of `INFO` (e.g. `used_memory`).
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
         let info = self.cli(&["INFO", section]);

@@ -22,6 +22,8 @@ use crate::metrics::RedisFault;
 pub const SLOTS: usize = 16384;
 /// How often the topology is re-read without a reason.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// The least time between two topology reads.
+const REFRESH_MIN: Duration = Duration::from_millis(500);
 
 /// The slot of a key, as Redis computes it: CRC16 (XMODEM) of the key, or of its hash tag (the
 /// bytes between the first `{` and the next `}`, if not empty).
@@ -101,17 +103,22 @@ impl Cluster {
             .collect();
         for info in known.iter().chain(self.seeds.iter()) {
             match read_slots(info, context).await {
-                Ok(ranges) => {
-                    self.install(ranges, context);
-                    return Ok(());
-                }
+                Ok(ranges) => return self.install(ranges, context),
                 Err(refusal) => last = refusal,
             }
         }
         Err(last)
     }
 
-    fn install(&self, ranges: Vec<(u16, u16, String, u16)>, context: &Arc<Context>) {
+    /// Installs a new map; all or nothing (a node that cannot be set up leaves the old map, so
+    /// no slot ever points at a missing node).
+    fn install(
+        &self,
+        ranges: Vec<(u16, u16, String, u16)>,
+        context: &Arc<Context>,
+    ) -> Result<(), Refusal> {
+        let unusable =
+            |what: &str| Refusal::Fault(RedisFault::Other, format!("CLUSTER SLOTS: {what}"));
         let old = self.map.load_full();
         let mut by_address: HashMap<String, usize> = HashMap::new();
         let mut map = SlotMap::empty();
@@ -134,20 +141,23 @@ impl Cluster {
             let reuse = old
                 .nodes
                 .iter()
-                .find(|n| n.address == address && n.epoch_key == epoch_key)
+                .find(|n| n.address == address && Some(&n.epoch_key) == epoch_key.as_ref())
                 .cloned();
             let node = match reuse {
                 Some(node) => node,
                 None => {
                     let Some((host, port)) = address.rsplit_once(':') else {
-                        continue;
+                        return Err(unusable("an address without a port"));
                     };
                     let Ok(port) = port.parse() else {
-                        continue;
+                        return Err(unusable("a port that is not a number"));
+                    };
+                    let Some(epoch_key) = epoch_key else {
+                        return Err(unusable("no epoch key maps to a node's slots"));
                     };
                     let info = super::at_address(&self.seeds[0], host, port);
                     let Ok(client) = super::client(info, context.ca.as_deref()) else {
-                        continue;
+                        return Err(unusable("a node address the client refuses"));
                     };
                     let node = Arc::new(Node::new(address, client, epoch_key));
                     context
@@ -166,14 +176,13 @@ impl Cluster {
                 .and_then(|i| m.nodes.get(i as usize))
                 .map(|n| n.address.as_str())
         }
+        // Any change of owner counts, an unowned slot that gets an owner included (its keys
+        // were on a primary that failed).
         let moved = !old.nodes.is_empty()
-            && (0..SLOTS).any(|slot| {
-                let before = address(&old, slot);
-                before.is_some() && before != address(&map, slot)
-            });
+            && (0..SLOTS).any(|slot| address(&old, slot) != address(&map, slot));
         if moved {
             // Raised before the new map is installed, so that a batch routed by it sees it.
-            let watermark = super::lost_data_watermark(context);
+            let watermark = super::after_loss(context, crate::clock::unix_now());
             context
                 .watermark
                 .fetch_max(watermark, std::sync::atomic::Ordering::SeqCst);
@@ -189,37 +198,40 @@ impl Cluster {
             }
         }
         self.map.store(Arc::new(map));
+        Ok(())
     }
 }
 
-/// Re-reads the topology every [`REFRESH_INTERVAL`] and whenever asked.
+/// Re-reads the topology every [`REFRESH_INTERVAL`] and whenever asked, but at most once per
+/// [`REFRESH_MIN`] (doubling to [`REFRESH_INTERVAL`] while it fails): a burst of misrouted
+/// items or an unreachable cluster never turns into a burst of connects.
 pub(super) async fn watch(cluster: Arc<Cluster>, context: Arc<Context>) {
+    let mut pause = REFRESH_MIN;
     loop {
         tokio::select! {
             () = tokio::time::sleep(REFRESH_INTERVAL) => {}
             () = cluster.refresh.notified() => {}
         }
-        if let Err(Refusal::Fault(_, reason) | Refusal::Unsafe(reason)) =
-            cluster.refresh(&context).await
-        {
-            tracing::warn!(reason = %reason, "redis cluster topology could not be read");
+        match cluster.refresh(&context).await {
+            Ok(()) => pause = REFRESH_MIN,
+            Err(Refusal::Fault(_, reason) | Refusal::Unsafe(reason)) => {
+                tracing::warn!(reason = %reason, "redis cluster topology could not be read");
+                pause = (pause * 2).min(REFRESH_INTERVAL);
+            }
         }
+        tokio::time::sleep(pause).await;
     }
 }
 
 /// An epoch key that lives on the node with index `node`: `<prefix>epoch:{n}` for the smallest
-/// `n` whose slot that node owns (each primary's data set has its own epoch).
-fn epoch_key_for(prefix: &str, owners: &[Option<u16>], node: u16) -> Vec<u8> {
-    for n in 0u32.. {
+/// `n` whose slot that node owns (each primary's data set has its own epoch). The prefix has no
+/// braces (config refuses them with a cluster), so the tag decides the slot; a node owning any
+/// slot is found within a few thousand tries, and `None` means it owns none.
+fn epoch_key_for(prefix: &str, owners: &[Option<u16>], node: u16) -> Option<Vec<u8>> {
+    (0u32..100_000).find_map(|n| {
         let key = format!("{prefix}epoch:{{{n}}}").into_bytes();
-        if owners.get(slot(&key) as usize).copied().flatten() == Some(node) {
-            return key;
-        }
-        if n > 1_000_000 {
-            break;
-        }
-    }
-    format!("{prefix}epoch").into_bytes()
+        (owners.get(slot(&key) as usize).copied().flatten() == Some(node)).then_some(key)
+    })
 }
 
 /// `CLUSTER SLOTS` of one node: (first slot, last slot, primary host, primary port).
@@ -316,10 +328,9 @@ mod tests {
         assert_eq!(slot(b"foo"), 12182);
         assert_eq!(slot(b"bar"), 5061);
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
-        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
-        assert_ne!(
+        assert_eq!(
             slot(b"foo{}{bar}"),
-            slot(b"bar"),
+            crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % SLOTS as u16,
             "an empty tag hashes the whole key"
         );
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
@@ -332,7 +343,7 @@ mod tests {
             *owner = Some((slot * 3 / SLOTS) as u16);
         }
         for node in 0..3u16 {
-            let key = epoch_key_for("idgate:replay:", &owners, node);
+            let key = epoch_key_for("idgate:replay:", &owners, node).unwrap();
             assert_eq!(owners[slot(&key) as usize], Some(node));
         }
     }

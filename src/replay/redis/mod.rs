@@ -39,12 +39,33 @@ use crate::metrics::{RedisFault, RedisNodes, ReplayMetrics, Unavailable};
 use crate::verify::{ReplayAnswer, ReplayRequest};
 
 /// Where the store lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server (`redis://host:port/db`).
     Single(String),
     /// A Redis Cluster, by any of its nodes (the topology is read from them).
     Cluster(Vec<String>),
+}
+
+/// Shown as `host:port` only: a URL may carry a password.
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |url: &String| match url.as_str().into_connection_info() {
+            Ok(info) => match info.addr() {
+                redis::ConnectionAddr::Tcp(host, port)
+                | redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+                _ => "<redis>".into(),
+            },
+            Err(_) => "<invalid>".into(),
+        };
+        match self {
+            RedisTarget::Single(url) => f.debug_tuple("Single").field(&redacted(url)).finish(),
+            RedisTarget::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(redacted).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// Redis replay-store settings.
@@ -305,13 +326,7 @@ impl RedisReplay {
         let expiries: Arc<Vec<i64>> = Arc::new(
             requests
                 .iter()
-                // Keep an entry at least until `now` (as the memory store does).
-                .map(|r| {
-                    r.expires_at
-                        .max(now)
-                        .saturating_mul(1000)
-                        .saturating_add(999)
-                })
+                .map(|r| pxat(r.expires_at, now, self.context.max_clock_offset_s))
                 .collect(),
         );
         let iats: Arc<Vec<i64>> = Arc::new(requests.iter().map(|r| r.kb_iat).collect());
@@ -329,8 +344,11 @@ impl RedisReplay {
             let iats = Arc::clone(&iats);
             let work = async move {
                 let result = insert(&context, &node, &keys, &expiries, &iats, &indexes).await;
-                if result.iter().any(|r| r.1 == Err(Unavailable::RedisError))
-                    && let Topology::Cluster(cluster) = &*topology
+                // Error replies (MOVED, ASK, CLUSTERDOWN…) and an unreadable epoch key may mean
+                // the map is stale; the topology task reads it at most twice a second.
+                if result.iter().any(|r| {
+                    r.1 == Err(Unavailable::RedisError) || r.1 == Err(Unavailable::RedisDataLost)
+                }) && let Topology::Cluster(cluster) = &*topology
                 {
                     cluster.refresh_soon();
                 }
@@ -385,13 +403,27 @@ fn refuse_if_unsafe(node: &Node, attempt: Result<(), Refusal>) -> Result<(), Red
     }
 }
 
-/// The watermark for data lost under a running gateway, detected now: a presentation this
-/// gateway (or another) accepted before the loss has a KB-JWT `iat` of at most its acceptance
-/// time plus the clock skew (the freshness check lets `iat` be that far ahead), so refusing only
-/// `iat` before now would accept such a presentation a second time once its entry is gone.
-fn lost_data_watermark(context: &Context) -> i64 {
-    crate::clock::unix_now()
-        .saturating_add(context.max_clock_offset_s)
+/// The `PXAT` of an entry (ms, by the Redis server's clock): through the end of its expiry
+/// second, never before `now` (a clock step back must not make a just-seen nonce forgettable at
+/// once), plus the largest accepted offset between this host's clock and the server's, so that
+/// a server whose clock runs ahead does not drop the entry while a gateway still accepts it.
+fn pxat(expires_at: i64, now: i64, max_clock_offset_s: i64) -> i64 {
+    expires_at
+        .max(now)
+        .saturating_add(max_clock_offset_s)
+        .saturating_add(1)
+        .saturating_mul(1000)
+        .saturating_sub(1)
+}
+
+/// The watermark for data lost at `second` (by a gateway's clock): a presentation accepted
+/// before the loss has a KB-JWT `iat` of at most its acceptance time plus the clock skew (the
+/// freshness check lets `iat` be that far ahead), by the clock of whichever gateway accepted it —
+/// which may be up to twice the allowed offset from Redis ahead of this one. So: `second` + skew
+/// + 2 × offset + 1 (the offset bound is the skew).
+fn after_loss(context: &Context, second: i64) -> i64 {
+    second
+        .saturating_add(context.max_clock_offset_s.saturating_mul(3))
         .saturating_add(1)
 }
 
@@ -503,4 +535,27 @@ async fn pipeline(
             (i, answer)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_outlives_its_window_by_the_allowed_clock_offset() {
+        // Expiry second 1000, 5 s offset: kept through the end of second 1005.
+        assert_eq!(pxat(1000, 990, 5), 1_006_000 - 1);
+        // Never before now (plus the offset).
+        assert_eq!(pxat(1000, 2000, 5), 2_006_000 - 1);
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let target = RedisTarget::Single("redis://user:s3cret@10.0.0.5:6380/2".into());
+        let shown = format!("{target:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("10.0.0.5:6380"), "{shown}");
+        let cluster = RedisTarget::Cluster(vec!["rediss://:pw-x@h1:7000".into()]);
+        assert!(!format!("{cluster:?}").contains("pw-x"));
+    }
 }

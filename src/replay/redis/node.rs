@@ -30,6 +30,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often a live connection is re-checked (eviction policy, clock, epoch).
 pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection that served this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(5);
 
 /// Connection state (`idgate_redis_nodes{state}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub(super) struct Live {
 struct Known {
     epoch: Option<Vec<u8>>,
     run_id: Option<String>,
+    /// `evicted_keys` of `INFO stats` at the last check: any increase means entries are gone.
+    evicted: Option<u64>,
 }
 
 /// Why a connection attempt did not give a usable connection.
@@ -157,7 +161,8 @@ impl Node {
 
     /// One connection attempt with its checks; installs the connection on success.
     pub(super) async fn attempt(&self, context: &Context) -> Result<(), Refusal> {
-        let result = self.connect_and_check(context).await;
+        let was_refused = self.state() == NodeState::Refused;
+        let result = self.connect_and_check(context, was_refused).await;
         match &result {
             Ok(()) => {
                 self.set_state(NodeState::Up);
@@ -169,16 +174,26 @@ impl Node {
                 tracing::debug!(node = %self.address, reason = %reason, "redis replay node unreachable");
             }
             Err(Refusal::Unsafe(reason)) => {
-                context.metrics.redis_refusal();
                 self.set_state(NodeState::Refused);
                 *self.last_refusal.lock() = Some(reason.clone());
-                tracing::error!(node = %self.address, reason = %reason, "redis replay node refused: replay_unavailable until it is fixed");
+                // Counted and logged once per refusal, not once per retry.
+                if !was_refused {
+                    context.metrics.redis_refusal();
+                    tracing::error!(node = %self.address, reason = %reason, "redis replay node refused: replay_unavailable until it is fixed");
+                }
             }
         }
         result
     }
 
-    async fn connect_and_check(&self, context: &Context) -> Result<(), Refusal> {
+    /// `after_refusal`: the node was refused until now (an evicting policy, a clock off): entries
+    /// may have been evicted or expired early meanwhile, so the connection raises the
+    /// watermark as a loss does.
+    async fn connect_and_check(
+        &self,
+        context: &Context,
+        after_refusal: bool,
+    ) -> Result<(), Refusal> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(context.timeout))
             .set_response_timeout(Some(context.timeout));
@@ -195,24 +210,34 @@ impl Node {
             Ok(Err(error)) => return Err(fault_of(&error)),
             Ok(Ok(connection)) => connection,
         };
+        // A new epoch says when it was made and whether its maker knew of an older one (a loss)
+        // or had none (a cold start): every gateway that reads it later applies the matching
+        // watermark, so one started after a loss is covered too.
+        let had_contact = self.known.lock().epoch.is_some();
         let token: [u8; 16] = rand::rng().random();
+        let value = Epoch {
+            created_s: unix_now(),
+            loss: had_contact || after_refusal,
+        }
+        .encode(&token);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
         pipe.cmd("TIME");
         pipe.cmd("INFO").arg("server");
-        pipe.cmd("SET")
-            .arg(&self.epoch_key)
-            .arg(hex::encode(token))
-            .arg("NX");
+        pipe.cmd("INFO").arg("replication");
+        pipe.cmd("INFO").arg("stats");
+        pipe.cmd("SET").arg(&self.epoch_key).arg(value).arg("NX");
         pipe.cmd("GET").arg(&self.epoch_key);
         let values = query(&mut connection, &pipe, context.timeout).await?;
-        let [policy, time, info, created, epoch] = values.as_slice() else {
+        let [policy, time, info, replication, stats, created, epoch] = values.as_slice() else {
             return Err(Refusal::Fault(RedisFault::Other, "short reply".into()));
         };
         check_policy(policy)?;
         check_clock(time, context.max_clock_offset_s)?;
-        let run_id = run_id(info);
+        check_primary(replication)?;
+        let run_id = info_field(info, "run_id");
+        let evicted = info_field(stats, "evicted_keys").and_then(|v| v.parse::<u64>().ok());
         let Value::BulkString(epoch) = epoch else {
             return Err(Refusal::Fault(
                 RedisFault::Other,
@@ -222,25 +247,37 @@ impl Node {
         let created = matches!(created, Value::Okay);
         {
             let mut known = self.known.lock();
-            let lost = created
+            // What this gateway saw itself: the epoch gone or changed, another server identity,
+            // entries evicted, or the node refused until now.
+            let lost = (created && known.epoch.is_some())
                 || known.epoch.as_ref().is_some_and(|k| k != epoch)
-                || (known.run_id.is_some() && run_id.is_some() && known.run_id != run_id);
-            if lost {
-                // Everything this server held may be gone: refuse presentations from before now
-                // until the replay window has passed (the same watermark as a memory restart).
-                // Raised before the connection is installed, so that a batch using it sees it.
-                let first_contact = known.epoch.is_none();
-                let watermark = if first_contact {
-                    unix_now()
+                || (known.run_id.is_some() && run_id.is_some() && known.run_id != run_id)
+                || known
+                    .evicted
+                    .zip(evicted)
+                    .is_some_and(|(before, now)| now > before)
+                || after_refusal;
+            // What the epoch's maker saw (applied on every connection, first contact included;
+            // an old epoch gives a watermark long past).
+            let mut watermark = Epoch::decode(epoch).map_or(i64::MIN, |e| {
+                if e.loss {
+                    super::after_loss(context, e.created_s)
                 } else {
-                    super::lost_data_watermark(context)
-                };
-                context.watermark.fetch_max(watermark, Ordering::SeqCst);
+                    e.created_s
+                }
+            });
+            if lost {
+                watermark = watermark.max(super::after_loss(context, unix_now()));
+            }
+            // Raised before the connection is installed, so that a batch using it sees it.
+            let before = context.watermark.fetch_max(watermark, Ordering::SeqCst);
+            if watermark > before && watermark > unix_now() - 3600 {
                 context.metrics.redis_epoch_change();
-                tracing::warn!(node = %self.address, watermark, first_contact, "redis replay data may be lost (new epoch or server identity): presentations minted before the watermark are replay_unavailable");
+                tracing::warn!(node = %self.address, watermark, lost, created, "redis replay data may be lost (new epoch, server identity, evictions): presentations minted before the watermark are replay_unavailable");
             }
             known.epoch = Some(epoch.clone());
             known.run_id = run_id;
+            known.evicted = evicted;
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.live.store(Some(Arc::new(Live {
@@ -259,13 +296,17 @@ impl Node {
         pipe.ignore_errors();
         pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
         pipe.cmd("TIME");
+        pipe.cmd("INFO").arg("replication");
+        pipe.cmd("INFO").arg("stats");
         pipe.cmd("GET").arg(&self.epoch_key);
         let mut connection = live.connection.clone();
         let outcome = match query(&mut connection, &pipe, context.timeout).await {
             Err(refusal) => Err(refusal),
             Ok(values) => match values.as_slice() {
-                [policy, time, epoch] => check_policy(policy)
+                [policy, time, replication, stats, epoch] => check_policy(policy)
                     .and_then(|()| check_clock(time, context.max_clock_offset_s))
+                    .and_then(|()| check_primary(replication))
+                    .and_then(|()| self.check_evictions(context, stats))
                     .and_then(|()| match epoch {
                         Value::BulkString(value) if *value == live.epoch => Ok(()),
                         _ => Err(Refusal::Fault(
@@ -292,17 +333,76 @@ impl Node {
             }
         }
     }
+
+    /// Evictions since the last check (possible only if the policy changed and back between
+    /// two checks): entries are gone, so raise the watermark as a loss does.
+    fn check_evictions(&self, context: &Context, stats: &Value) -> Result<(), Refusal> {
+        let evicted = info_field(stats, "evicted_keys").and_then(|v| v.parse::<u64>().ok());
+        let mut known = self.known.lock();
+        if known
+            .evicted
+            .zip(evicted)
+            .is_some_and(|(before, now)| now > before)
+        {
+            let watermark = super::after_loss(context, unix_now());
+            context.watermark.fetch_max(watermark, Ordering::SeqCst);
+            context.metrics.redis_epoch_change();
+            tracing::warn!(node = %self.address, watermark, "redis evicted keys: presentations minted before the watermark are replay_unavailable");
+        }
+        known.evicted = evicted.or(known.evicted);
+        Ok(())
+    }
+}
+
+/// The epoch key's value: `<token hex>:<created unix s>:<cold|loss>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Epoch {
+    created_s: i64,
+    /// Made by a gateway that knew an older epoch (the data set was lost), not at a cold start.
+    loss: bool,
+}
+
+impl Epoch {
+    fn encode(self, token: &[u8; 16]) -> String {
+        let kind = if self.loss { "loss" } else { "cold" };
+        format!("{}:{}:{kind}", hex::encode(token), self.created_s)
+    }
+
+    fn decode(value: &[u8]) -> Option<Epoch> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.split(':');
+        let (_token, created, kind) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Epoch {
+            created_s: created.parse().ok()?,
+            loss: match kind {
+                "loss" => true,
+                "cold" => false,
+                _ => return None,
+            },
+        })
+    }
 }
 
 /// The supervisor: connects (with backoff), re-checks the live connection every
 /// [`CHECK_INTERVAL`], reconnects when a request or a check drops it.
 pub(super) async fn supervise(node: Arc<Node>, context: Arc<Context>) {
     let mut failures: u32 = 0;
+    // When the last connection was installed: one dropped soon after (a server that passes the
+    // checks and then fails its pipelines) counts as a failure, so reconnects back off too.
+    let mut last_up: Option<Instant> = None;
     while !node.closed.load(Ordering::Relaxed) {
         match node.live() {
             None => {
+                if let Some(up) = last_up.take() {
+                    if up.elapsed() < STABLE {
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(backoff(failures)).await;
+                    } else {
+                        failures = 0;
+                    }
+                }
                 if node.attempt(&context).await.is_ok() {
-                    failures = 0;
+                    last_up = Some(Instant::now());
                     continue;
                 }
                 failures = failures.saturating_add(1);
@@ -422,11 +522,26 @@ fn check_clock(reply: &Value, max_offset_s: i64) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn run_id(info: &Value) -> Option<String> {
+/// `field:value` of an `INFO` section.
+fn info_field(info: &Value, field: &str) -> Option<String> {
     let text = text(info)?;
     text.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_string())
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+}
+
+/// A replica answers `READONLY` to every set (and may lag): refuse it.
+fn check_primary(replication: &Value) -> Result<(), Refusal> {
+    match info_field(replication, "role").as_deref() {
+        Some("master") => Ok(()),
+        Some(role) => Err(Refusal::Unsafe(format!(
+            "the server is a replica (role:{role}); point the replay store at the primary"
+        ))),
+        None => Err(Refusal::Fault(
+            RedisFault::Other,
+            "INFO replication gave no role".into(),
+        )),
+    }
 }
 
 /// Round trips are timed whether or not they are answered.
@@ -490,9 +605,38 @@ mod tests {
     }
 
     #[test]
+    fn epochs_round_trip_and_foreign_values_are_ignored() {
+        for loss in [false, true] {
+            let epoch = Epoch {
+                created_s: 1_790_000_000,
+                loss,
+            };
+            assert_eq!(
+                Epoch::decode(epoch.encode(&[7; 16]).as_bytes()),
+                Some(epoch)
+            );
+        }
+        assert_eq!(Epoch::decode(b"0123abcd"), None);
+        assert_eq!(Epoch::decode(b"ab:12:other"), None);
+    }
+
+    #[test]
+    fn only_a_primary_is_used() {
+        let info = |role: &str| {
+            Value::BulkString(format!("# Replication\r\nrole:{role}\r\n").into_bytes())
+        };
+        assert!(check_primary(&info("master")).is_ok());
+        assert!(matches!(
+            check_primary(&info("slave")),
+            Err(Refusal::Unsafe(_))
+        ));
+    }
+
+    #[test]
     fn run_id_is_read_from_info_server() {
         let info =
             Value::BulkString(b"# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\n".to_vec());
-        assert_eq!(run_id(&info).as_deref(), Some("abc123"));
+        assert_eq!(info_field(&info, "run_id").as_deref(), Some("abc123"));
+        assert_eq!(info_field(&info, "run").as_deref(), None);
     }
 }
