@@ -10,13 +10,17 @@
 //! - Fail closed: no connection, a timeout (`replay.redis_timeout_ms`), a connection error, an
 //!   error reply (`OOM` included), a short reply → `replay_unavailable` for the items concerned,
 //!   never `valid`.
-//! - A live entry is never forgotten unnoticed: a node is used only while its
-//!   `maxmemory-policy` is `noeviction` (checked on connect and every second), and lost data (a
-//!   restart without persistence, `FLUSHALL`, a failover to a replica that missed writes) is
-//!   detected by an epoch key without TTL read *after* the sets in every pipeline, and by the
-//!   server's `run_id` on every new connection. Detection raises the watermark to that moment:
-//!   presentations minted before it are `replay_unavailable` (as after a memory restart), fresh
-//!   ones are accepted.
+//! - A lost live entry is covered by the watermark: a node is used only while it is a primary
+//!   with `maxmemory-policy noeviction` (checked on connect and every second), and lost data (a
+//!   restart without persistence, `FLUSHALL`, a failover to a replica that missed writes, a
+//!   slot moved to another primary, evictions, a node refused and back) is detected by an
+//!   epoch key without TTL read *after* the sets in every pipeline, by the server's `run_id`
+//!   and `evicted_keys`, and by the slot map. Detection raises the watermark to the detection
+//!   second + skew + 2 × the allowed clock offset + 1 ([`after_loss`]); the new epoch key
+//!   records it, so an instance started later inherits it. Presentations minted before it are
+//!   `replay_unavailable`, later ones are accepted. Not covered (a memory restart has the same
+//!   gap): a loss no running instance saw, for presentations whose `iat` ran up to the skew
+//!   ahead; and a clock step on the Redis host between two checks.
 //! - Nothing waits on Redis while holding a thread: the round trip is a tokio future; the
 //!   gateway verifies on the pool, awaits this, and finishes on the pool (ARCHITECTURE.md).
 

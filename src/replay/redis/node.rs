@@ -8,7 +8,8 @@
 //!   exponential backoff; a request that sees a fault only drops the connection and wakes the
 //!   supervisor, so faults never turn into a reconnect storm.
 //! - A connection whose server may have lost data (epoch key missing or changed, another
-//!   `run_id`) raises the store's watermark to the moment of detection before it is used.
+//!   `run_id`, evictions, the node refused until now) raises the store's watermark
+//!   (`after_loss`) before it is used; so does an epoch key that says it was made after a loss.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
