@@ -16,7 +16,7 @@
 //!   slot moved to another primary, evictions, a node refused and back) is detected by an
 //!   epoch key without TTL read *after* the sets in every pipeline, by the server's `run_id`
 //!   and `evicted_keys`, and by the slot map. Detection raises the watermark to the detection
-//!   second + skew + 2 × the allowed clock offset + 1 ([`after_loss`]); the new epoch key
+//!   second + skew + 2 × the allowed clock offset + 1 (`after_loss`); the new epoch key
 //!   records it, so an instance started later inherits it. Presentations minted before it are
 //!   `replay_unavailable`, later ones are accepted. Not covered (a memory restart has the same
 //!   gap): a loss no running instance saw, for presentations whose `iat` ran up to the skew
