@@ -823,3 +823,305 @@ fn a_flushall_under_batches_in_flight_never_accepts_a_recorded_nonce_again() {
         assert!(doubles.is_empty(), "nonces accepted twice: {doubles:?}");
     });
 }
+
+/// The API key of the `open` tenant of [`with_open_tenant`].
+const OPEN_KEY: &str = "open-api-key";
+
+/// `options` plus a tenant `open` that accepts bearer copies (`require_key_binding = false`): a
+/// `[[tenants]]` table after the `[replay]` lines (TOML lets an array of tables grow anywhere).
+fn with_open_tenant(mut options: Options) -> Options {
+    use sha2::Digest as _;
+    options.replay_extra.push_str(&format!(
+        "\n[[tenants]]\nname = \"open\"\napi_key_sha256 = \"{}\"\naudiences = [\"{}\"]\nrequire_key_binding = false\n",
+        hex::encode(sha2::Sha256::digest(OPEN_KEY)),
+        common::AUDIENCE,
+    ));
+    options
+}
+
+/// A bearer copy (no KB-JWT) of a fresh credential: never replay-tracked (SPEC §3).
+fn bearer_copy(scheme: &mut Scheme, jti: &str) -> String {
+    let now = scheme.now;
+    let holder = scheme.holder();
+    let spec = idgate::mint::CredentialSpec::id_card(
+        "1012345678",
+        jti,
+        now - 86_400,
+        Some(holder.public_key()),
+    );
+    let credential = scheme.issuer.issue(&mut scheme.rng, &spec);
+    idgate::mint::Holder::sd_jwt(&credential, None)
+}
+
+/// T5: a Redis that stalls (`SIGSTOP`) holds only the items that need it. With a long
+/// `redis_timeout_ms` (2 s), four batches of key-bound presentations wait on the stopped server
+/// for the whole timeout; meanwhile `POST /v1/signatures/verify`, bearer copies (valid for a
+/// tenant that allows them, `key_binding_missing` for one that does not) and a forged
+/// presentation are answered in well under the timeout: the Redis round trip holds no
+/// verification thread (there are two) and no coalesced batch of work that does not need it.
+#[test]
+fn while_redis_is_stopped_work_that_needs_no_replay_store_is_answered_at_once() {
+    if !redis::available() {
+        return;
+    }
+    use common::gateway::API_KEY;
+    use serde_json::json;
+    const LONG_TIMEOUT_MS: u64 = 2000;
+    const FAST: Duration = Duration::from_millis(LONG_TIMEOUT_MS / 4);
+    let server = RedisServer::start();
+    let mut scheme = Scheme::live(1613);
+    let a = TestGateway::start(
+        &scheme,
+        &with_open_tenant(options(&server.url(), LONG_TIMEOUT_MS)),
+    );
+    wait_ready(&a);
+    let before = fresh(&mut scheme);
+    assert_eq!(outcome(&a, &before), "valid");
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let signature = ed25519_dalek::Signer::sign(&key, b"payload").to_bytes();
+    let item = |message: &[u8]| {
+        json!({"public_key": idgate::b64::encode(key.verifying_key().to_bytes()),
+               "message": idgate::b64::encode(message),
+               "signature": idgate::b64::encode(signature)})
+    };
+    let signatures = json!({"items": [item(b"payload"), item(b"other")]});
+    let expected_signatures =
+        json!({"results": [{"valid": true}, {"valid": false, "error": "bad_signature"}]});
+    let forged = common::tamper_payload(&fresh(&mut scheme));
+    // Checked once while Redis runs, so the stalled phase compares like with like.
+    let reply = http::post_json(a.public, "/v1/signatures/verify", API_KEY, &signatures);
+    assert_eq!(reply.json(), expected_signatures);
+    let open = |presentations: &[String]| {
+        let reply = http::post_json(
+            a.public,
+            "/v1/verify",
+            OPEN_KEY,
+            &json!({ "presentations": presentations }),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(open(&[bearer_copy(&mut scheme, "card-b0")]), ["valid"]);
+
+    let stalled: Vec<Vec<String>> = (0..4)
+        .map(|_| (0..8).map(|_| fresh(&mut scheme)).collect())
+        .collect();
+    let bearers: Vec<String> = (0..40)
+        .map(|i| bearer_copy(&mut scheme, &format!("card-b{}", i + 1)))
+        .collect();
+    let public = a.public;
+    server.pause();
+    let stopped_at = Instant::now();
+    let start = Arc::new(Barrier::new(stalled.len() + 1));
+    let threads: Vec<_> = stalled
+        .into_iter()
+        .map(|batch| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                let started = Instant::now();
+                let reply = http::post_json(
+                    public,
+                    "/v1/verify",
+                    API_KEY,
+                    &json!({ "presentations": batch }),
+                );
+                (started, Instant::now(), reply)
+            })
+        })
+        .collect();
+    start.wait();
+    // Let the key-bound batches reach Redis and wait there.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fast_done = Vec::new();
+    let mut round = 0;
+    while stopped_at.elapsed() < Duration::from_millis(1200) {
+        let started = Instant::now();
+        let reply = http::post_json(a.public, "/v1/signatures/verify", API_KEY, &signatures);
+        assert_eq!(reply.json(), expected_signatures, "round {round}");
+        let took = started.elapsed();
+        assert!(took < FAST, "round {round}: signatures took {took:?}");
+
+        let started = Instant::now();
+        let pair = [bearers[2 * round].clone(), bearers[2 * round + 1].clone()];
+        assert_eq!(open(&pair), ["valid", "valid"], "round {round}");
+        let took = started.elapsed();
+        assert!(took < FAST, "round {round}: bearer copies took {took:?}");
+
+        let started = Instant::now();
+        assert_eq!(
+            a.outcomes(&[pair[0].clone(), forged.clone()]),
+            ["key_binding_missing", "bad_signature"],
+            "round {round}"
+        );
+        let took = started.elapsed();
+        assert!(took < FAST, "round {round}: rejections took {took:?}");
+        fast_done.push(Instant::now());
+        round += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stalled: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let first_stalled_end = stalled.iter().map(|(_, end, _)| *end).min().unwrap();
+    for (i, (started, ended, reply)) in stalled.iter().enumerate() {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let outcomes: Vec<String> = reply.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(outcomes, ["replay_unavailable"; 8], "batch {i}");
+        let took = *ended - *started;
+        // They did wait on the stopped server (the fast answers above came meanwhile), and no
+        // longer than the timeout allows.
+        assert!(
+            took >= Duration::from_millis(LONG_TIMEOUT_MS * 3 / 4),
+            "batch {i} took only {took:?}: it did not wait on Redis"
+        );
+        assert!(
+            took < Duration::from_millis(2 * LONG_TIMEOUT_MS),
+            "batch {i} took {took:?}"
+        );
+    }
+    let during = fast_done
+        .iter()
+        .filter(|done| **done < first_stalled_end)
+        .count();
+    assert!(
+        during >= 3,
+        "only {during} rounds of fast answers came while key-bound batches waited on Redis"
+    );
+    assert!(a.metric("idgate_redis_errors_total{kind=\"timeout\"}") >= 1.0);
+
+    server.resume();
+    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(10));
+    assert_eq!(outcome(&a, &before), "replayed");
+}
+
+/// 200 requests of one fresh presentation each, from four threads over about 2 s; every one
+/// answered `replay_unavailable`.
+fn drive_load(gateway: &TestGateway, scheme: &mut Scheme) {
+    let batches: Vec<Vec<String>> = (0..4)
+        .map(|_| (0..50).map(|_| fresh(scheme)).collect())
+        .collect();
+    let public = gateway.public;
+    let start = Arc::new(Barrier::new(batches.len()));
+    let threads: Vec<_> = batches
+        .into_iter()
+        .enumerate()
+        .map(|(t, mine)| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                let began = Instant::now();
+                for (i, presentation) in mine.into_iter().enumerate() {
+                    let reply = http::post_json(
+                        public,
+                        "/v1/verify",
+                        common::gateway::API_KEY,
+                        &serde_json::json!({ "presentations": [presentation] }),
+                    );
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    assert_eq!(
+                        reply.json()["results"][0]["outcome"],
+                        "replay_unavailable",
+                        "thread {t} request {i}"
+                    );
+                    // Paced: request i leaves no sooner than i × 40 ms after the start.
+                    let next = Duration::from_millis(40 * (i as u64 + 1));
+                    if let Some(wait) = next.checked_sub(began.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+/// T6: no reconnect storm against a stopped server. 200 requests over ~2 s while Redis is
+/// `SIGSTOP`ped; the server itself (`total_connections_received`, which counts the connections
+/// queued meanwhile once it resumes) saw at most the supervisor's backoff schedule of attempts
+/// ([`redis::supervisor_attempts_within`]) plus the reconnect after `SIGCONT` and one spare (a wake-up
+/// left from the fault can skip one backoff) — not one per request.
+#[test]
+fn a_stopped_redis_under_load_sees_only_the_supervisors_backed_off_reconnects() {
+    if !redis::available() {
+        return;
+    }
+    // A short timeout, so that the backoff, not the timeout, is what spaces the attempts out
+    // (without it, ~20 attempts in 2 s; with it, at most 7).
+    const SHORT_TIMEOUT_MS: u64 = 100;
+    let server = RedisServer::start();
+    let mut scheme = Scheme::live(1614);
+    let a = gateway(&scheme, &server.url(), SHORT_TIMEOUT_MS);
+    let before = fresh(&mut scheme);
+    assert_eq!(outcome(&a, &before), "valid");
+    let connections_before = server.connections_received();
+
+    server.pause();
+    let stopped_at = Instant::now();
+    drive_load(&a, &mut scheme);
+    server.resume();
+    // With a margin for an attempt that began as the server resumed.
+    let stopped_for = stopped_at.elapsed() + Duration::from_millis(50);
+    until_fresh_is_valid(&a, &mut scheme, Duration::from_secs(10));
+    wait_ready(&a);
+    assert_eq!(outcome(&a, &before), "replayed");
+
+    // Minus this `redis-cli` connection.
+    let made = server.connections_received() - connections_before - 1;
+    let bound =
+        redis::supervisor_attempts_within(stopped_for, Duration::from_millis(SHORT_TIMEOUT_MS))
+            + 1
+            + 1;
+    eprintln!("stopped for {stopped_for:?}: {made} connections (bound {bound})");
+    assert!(
+        made <= bound,
+        "{made} connections while stopped for {stopped_for:?} (at most {bound})"
+    );
+    assert!(a.metric("idgate_replay_unavailable_total{cause=\"redis_down\"}") >= 150.0);
+}
+
+/// T6 with a server that answers but refuses every write (`OOM`): an error reply is the
+/// answer of a healthy connection, so the supervisor keeps it — no reconnect at all (the
+/// backoff bound of [`redis::supervisor_attempts_within`] would allow a few; we hold it to none, one
+/// spare).
+#[test]
+fn an_out_of_memory_redis_under_load_keeps_its_connection() {
+    if !redis::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let mut scheme = Scheme::live(1615);
+    let a = gateway(&scheme, &server.url(), TIMEOUT_MS);
+    let before = fresh(&mut scheme);
+    assert_eq!(outcome(&a, &before), "valid");
+    let connections_before = server.connections_received();
+
+    server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let started = Instant::now();
+    drive_load(&a, &mut scheme);
+    let took = started.elapsed();
+    server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(a.metric("idgate_redis_errors_total{kind=\"oom\"}") >= 200.0);
+    assert_eq!(outcome(&a, &fresh(&mut scheme)), "valid");
+    assert_eq!(outcome(&a, &before), "replayed");
+
+    // Minus the three `redis-cli` connections since the first count.
+    let made = server.connections_received() - connections_before - 3;
+    eprintln!("OOM for {took:?}: {made} connections");
+    assert!(
+        made <= 1,
+        "{made} connections while answering OOM for {took:?}"
+    );
+    assert_eq!(readyz(&a), 200);
+}

@@ -375,21 +375,27 @@ impl RedisCluster {
     /// Starts three cluster-enabled servers, joins them with `redis-cli --cluster create`, and
     /// waits until every node reports `cluster_state:ok` (bounded).
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(&[])
+    }
+
+    /// [`RedisCluster::start`] with more `redis-server` arguments for every node (e.g.
+    /// `["--cluster-require-full-coverage", "no"]`).
+    pub fn start_with(extra: &[&str]) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let port = free_port(true);
                 // The config file is the node's own (written into its directory, `--dir`).
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
-                )
+                let config_file = format!("nodes-{port}.conf");
+                let mut args = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config_file,
+                    "--cluster-node-timeout",
+                    "5000",
+                ];
+                args.extend_from_slice(extra);
+                RedisServer::start_on(port, &args)
             })
             .collect();
         let mut args = vec!["--cluster".to_string(), "create".to_string()];
@@ -438,4 +444,91 @@ pub fn cluster_settings(seeds: &[String], timeout_ms: u64) -> String {
         "backend = \"redis\"\nredis_cluster = [{}]\nredis_timeout_ms = {timeout_ms}\n",
         seeds.join(", ")
     )
+}
+
+impl RedisCluster {
+    /// The node that owns each slot, by index in [`RedisCluster::nodes`] (`None`: unowned or
+    /// not known to node 0), read from node 0's `CLUSTER NODES`.
+    pub fn slot_owners(&self) -> Vec<Option<usize>> {
+        let mut owners = vec![None; 16384];
+        for line in self.nodes[0].cli(&["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(address) = fields.get(1) else {
+                continue;
+            };
+            let port: u16 = address
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap();
+            let Some(index) = self.nodes.iter().position(|n| n.port == port) else {
+                continue;
+            };
+            for range in fields.iter().skip(8) {
+                // `[slot->-id]` / `[slot-<-id]`: a migration in progress, not an owner.
+                if range.starts_with('[') {
+                    continue;
+                }
+                let (start, end) = match range.split_once('-') {
+                    Some((s, e)) => (s.parse::<usize>().unwrap(), e.parse::<usize>().unwrap()),
+                    None => {
+                        let slot = range.parse::<usize>().unwrap();
+                        (slot, slot)
+                    }
+                };
+                for owner in &mut owners[start..=end] {
+                    *owner = Some(index);
+                }
+            }
+        }
+        owners
+    }
+
+    /// `CLUSTER MYID` of node `index`.
+    pub fn node_id(&self, index: usize) -> String {
+        self.nodes[index]
+            .cli(&["CLUSTER", "MYID"])
+            .trim()
+            .to_string()
+    }
+}
+
+impl RedisServer {
+    /// `total_connections_received` of `INFO stats`: every connection the server accepted,
+    /// this `redis-cli` one included (a stopped server accepts the ones queued in its backlog
+    /// once resumed).
+    pub fn connections_received(&self) -> u64 {
+        self.info_field("stats", "total_connections_received")
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The most connection attempts one node's supervisor (src/replay/redis/node.rs) can start
+/// within `window` of a server that stopped answering: the first fault is seen one timeout in,
+/// each attempt then lasts the timeout (the server never answers the handshake), and attempt
+/// k + 1 comes at least backoff(k) after attempt k failed, backoff(k) being drawn in [½, 1] ×
+/// min(50 ms × 2^(k−1), 2 s) (whether or not the connection that served before lived 5 s, no
+/// attempt comes sooner than this).
+pub fn supervisor_attempts_within(window: Duration, timeout: Duration) -> u64 {
+    let mut at = timeout;
+    let mut attempts = 0;
+    let mut failures = 0u32;
+    while at <= window {
+        attempts += 1;
+        failures += 1;
+        let backoff = Duration::from_millis(50)
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(Duration::from_secs(2));
+        at += timeout + backoff / 2;
+    }
+    attempts
+}
+
+/// The most topology reads (`CLUSTER SLOTS`, src/replay/redis/cluster.rs) a gateway can make
+/// within `window`: at most one per 500 ms, plus one under way at the start.
+pub fn topology_reads_within(window: Duration) -> u64 {
+    (window.as_millis() / 500) as u64 + 1
 }
