@@ -768,6 +768,15 @@ const CODE_LABELS: [&str; 13] = [
 ];
 const TENANTS: [&str; 4] = ["bank-a", "bank-b", "telco-c", "agency-d"];
 const SHED_REASONS: [&str; 4] = ["pending_limit", "rate_limit", "too_large", "timeout"];
+/// `idgate_replay_unavailable_total{cause}` (memory backend: no Redis families).
+const UNAVAILABLE_CAUSES: [&str; 6] = [
+    "watermark",
+    "full",
+    "redis_down",
+    "redis_timeout",
+    "redis_error",
+    "redis_data_lost",
+];
 /// The scalar gauges of `Metrics::render` (name, help).
 const GAUGES: [(&str, &str); 14] = [
     (
@@ -892,6 +901,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The same series as `Metrics` in prometheus-client's idiom: families keyed by label sets,
@@ -993,6 +1007,15 @@ impl ClientMetrics {
             "idgate_trust_reloads",
             "Trust-store reloads, by result.",
             [("ok", 3), ("error", 1)],
+        );
+        let unavailable = Family::<CauseLabels, Counter>::default();
+        for cause in UNAVAILABLE_CAUSES {
+            unavailable.get_or_create(&CauseLabels { cause }).inc_by(0);
+        }
+        registry.register(
+            "idgate_replay_unavailable",
+            "Items answered replay_unavailable, by cause.",
+            unavailable,
         );
         ClientMetrics {
             registry,
