@@ -9,8 +9,9 @@
 //! keep its schedule (figures void); 5 the gateway's `/metrics` disagree with the generator.
 //!
 //! This file holds the flags and the run's outline; each step lives in its own module:
-//! `scenario` (what each scenario sends), `target` (the gateway), `phases` (one measured
-//! phase), `metrics_check` and `wrk_checks` (the cross-checks), `report`, `slo` (the verdict).
+//! `scenario` (what each scenario sends), `target` (the gateway), `redis` (its redis-server
+//! with `--replay redis`), `phases` (one measured phase), `metrics_check` and `wrk_checks` (the
+//! cross-checks), `report`, `slo` (the verdict).
 #![forbid(unsafe_code)]
 // A tool, not a request path: setup failures should stop loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -20,6 +21,7 @@ mod corpus;
 mod load;
 mod metrics_check;
 mod phases;
+mod redis;
 mod report;
 mod scenario;
 mod slo;
@@ -143,6 +145,57 @@ struct Args {
     /// resident memory per entry.
     #[arg(long, value_name = "N", default_value_t = 0)]
     revocation_list: usize,
+    /// The spawned gateway's replay store: `memory` (its own) or `redis` (a redis-server this
+    /// run starts on a free port, without persistence, `noeviction`; killed at the end). With
+    /// `redis` each phase reports the gateway's Redis round trip and the server's CPU.
+    /// `memory,redis`: two gateways, one per store, and each scenario's maximum measured on
+    /// both in --rounds interleaved rounds with the same requests (A/B).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "memory")]
+    replay: Vec<ReplayBackend>,
+    /// With two --replay backends: rounds per scenario (the order alternates: A B, B A, ...).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// With --replay redis: before the load, write N live keys in the gateway's key format
+    /// (`SET idgate:replay:<16 bytes> 1 NX PXAT`) and report Redis's memory per key.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    redis_fill: u64,
+}
+
+/// `--replay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayBackend {
+    Memory,
+    Redis,
+}
+
+impl ReplayBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplayBackend::Memory => "memory",
+            ReplayBackend::Redis => "redis",
+        }
+    }
+}
+
+/// Why the flags do not go together, if they do not.
+fn refusal(args: &Args) -> Option<&'static str> {
+    let redis = args.replay.contains(&ReplayBackend::Redis);
+    let two = args.replay.len() > 1;
+    if args.replay.len() > 2 || (two && args.replay[0] == args.replay[1]) {
+        Some("--replay takes memory, redis, or memory,redis")
+    } else if (redis || two) && !args.spawn {
+        Some(
+            "--replay redis (and two backends) need --spawn (an external gateway's replay store is its own)",
+        )
+    } else if args.redis_fill > 0 && !redis {
+        Some("--redis-fill needs --replay redis")
+    } else if two && (args.wrk || args.stall_ms.is_some()) {
+        Some("--wrk and --stall-ms take one --replay backend")
+    } else if args.rounds == 0 {
+        Some("--rounds must be at least 1")
+    } else {
+        None
+    }
 }
 
 fn main() -> ExitCode {
@@ -157,6 +210,10 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: Args) -> Result<ExitCode> {
+    if let Some(refusal) = refusal(&args) {
+        eprintln!("loadtest: {refusal}");
+        return Ok(ExitCode::from(2));
+    }
     if args.smoke {
         args.duration = args.duration.min(2);
         args.warmup = args.warmup.min(1);
@@ -191,14 +248,21 @@ fn run(mut args: Args) -> Result<ExitCode> {
     .filter_map(|(kind, dir)| Some((kind, dir?)))
     .collect();
 
-    let (target, mut checks) = Target::connect(&args, verify_threads, &issuers)?;
+    let mut targets = Vec::new();
+    let mut checks = Vec::new();
+    for &backend in &args.replay {
+        let (target, at_rest) = Target::connect(&args, backend, verify_threads, &issuers)?;
+        targets.push(target);
+        checks.extend(at_rest);
+    }
+    let target = &targets[0];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(2))
         .enable_all()
         .build()?;
     let mut session = Session {
         args: &args,
-        target: &target,
+        target,
         issuers: &issuers,
         mix: &mix,
         comparisons: &comparisons,
@@ -208,6 +272,21 @@ fn run(mut args: Args) -> Result<ExitCode> {
     let mut runs = Vec::new();
     for scenario in scenarios {
         let mut scenario = ScenarioRun::prepare(&args, scenario, &issuers, verify_threads)?;
+        if targets.len() > 1 {
+            // A/B: each round's corpus to both gateways, back to back, alternating who is first.
+            let phase = Phase::first(args.rate);
+            for round in 1..=args.rounds {
+                let corpus = session.corpus(&mut scenario, &phase);
+                let order: &[usize] = if round % 2 == 1 { &[0, 1] } else { &[1, 0] };
+                for &i in order {
+                    let mut measured = session.run(&targets[i], &scenario, &phase, &corpus)?;
+                    measured.run.round = Some(round);
+                    checks.extend(measured.checks);
+                    runs.push(measured.run);
+                }
+            }
+            continue;
+        }
         let mut phases = VecDeque::from([Phase::first(args.rate)]);
         while let Some(phase) = phases.pop_front() {
             let measured = session.measure(&mut scenario, &phase)?;
@@ -217,6 +296,7 @@ fn run(mut args: Args) -> Result<ExitCode> {
         }
     }
     drop(runtime);
+    let replay_ab = report::replay_ab(&runs, &args.replay);
 
     let report = Report {
         schema: report::SCHEMA,
@@ -230,8 +310,16 @@ fn run(mut args: Args) -> Result<ExitCode> {
             public: target.public.to_string(),
             spawned: target.spawned.is_some(),
             verify_threads,
+            replay: args
+                .replay
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            redis: targets.iter().find_map(Target::redis_info),
         },
         runs,
+        replay_ab,
         checks,
     };
     report::print_summary(&report);

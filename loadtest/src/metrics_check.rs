@@ -80,6 +80,20 @@ pub fn compare(
     }
 }
 
+/// The change of one series from `before` to `after` (absent: 0).
+pub fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, key: &str) -> f64 {
+    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+}
+
+/// Verdicts of every outcome counted so far, over every tenant.
+pub fn verdicts(metrics: &BTreeMap<String, f64>) -> f64 {
+    metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("idgate_verifications_total{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// `valid` verdicts counted so far, over every tenant.
 pub fn valid_verdicts(metrics: &BTreeMap<String, f64>) -> f64 {
     metrics

@@ -6,12 +6,13 @@
 //! **Invariant:** the `/metrics` scrapes bracket exactly one phase's load (warm-up included,
 //! which the generator's `all_*` counts include too), so their difference is that phase's.
 
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -20,10 +21,10 @@ use idgate::clock::unix_now;
 use crate::corpus::{Issuers, Mix};
 use crate::load::{self, Plan, Progress};
 use crate::metrics_check::{self, scrape};
-use crate::report::{Check, RunReport};
+use crate::report::{Check, GatewayPhase, RunReport};
 use crate::scenario::{self, ADMIN_REVOCATIONS, Scenario};
 use crate::target::Target;
-use crate::{Args, wrk, wrk_checks};
+use crate::{Args, redis, wrk, wrk_checks};
 
 /// One phase: its name in the report (`max`, `rate`, `50%`, `90%`) and its open-loop rate.
 #[derive(Clone, Debug)]
@@ -116,9 +117,25 @@ pub struct Measured {
     pub next: Vec<Phase>,
 }
 
-impl Session<'_> {
+/// A phase's corpus, built once (with two backends, the same requests go to both gateways:
+/// each has its own replay store, so each accepts every presentation once).
+pub struct Corpus {
+    requests: Arc<Vec<load::Request>>,
+    revocations: Vec<idgate::revocation::Entry>,
+    /// The routes the requests go to.
+    paths: Vec<&'static str>,
+    seed: u64,
+}
+
+impl<'a> Session<'a> {
     /// Builds the phase's corpus, runs the load and checks it.
     pub fn measure(&mut self, scenario: &mut ScenarioRun, phase: &Phase) -> Result<Measured> {
+        let corpus = self.corpus(scenario, phase);
+        self.run(self.target, scenario, phase, &corpus)
+    }
+
+    /// The phase's corpus: enough fresh items for it, drawn from a seed of its own.
+    pub fn corpus(&self, scenario: &mut ScenarioRun, phase: &Phase) -> Corpus {
         let args = self.args;
         scenario.phases_run += 1;
         let seconds = (args.warmup + args.duration) as f64;
@@ -144,16 +161,31 @@ impl Session<'_> {
             seed,
             unix_now(),
         );
-        crate::target::post_revocations(self.target, &built.revocations)?;
-        let paths: Vec<&str> = {
-            let mut p: Vec<&str> = built.requests.iter().map(|r| r.path).collect();
-            p.sort();
-            p.dedup();
-            p
-        };
-        let requests = Arc::new(built.requests);
+        let mut paths: Vec<&'static str> = built.requests.iter().map(|r| r.path).collect();
+        paths.sort();
+        paths.dedup();
+        Corpus {
+            requests: Arc::new(built.requests),
+            revocations: built.revocations,
+            paths,
+            seed,
+        }
+    }
+
+    /// Runs `corpus` against `target` (which becomes the session's gateway) and checks it.
+    pub fn run(
+        &mut self,
+        target: &'a Target,
+        scenario: &ScenarioRun,
+        phase: &Phase,
+        corpus: &Corpus,
+    ) -> Result<Measured> {
+        self.target = target;
+        let args = self.args;
+        let (requests, paths, seed) = (&corpus.requests, &corpus.paths, corpus.seed);
+        crate::target::post_revocations(self.target, &corpus.revocations)?;
         let plan = Plan {
-            requests: Arc::clone(&requests),
+            requests: Arc::clone(requests),
             connections: scenario.connections,
             warmup: Duration::from_secs(args.warmup),
             duration: Duration::from_secs(args.duration),
@@ -168,7 +200,19 @@ impl Session<'_> {
             },
             timeout: Duration::from_secs(30),
         };
+        if let Some(spawned) = &self.target.spawned
+            && let Some(why) = spawned.gone()
+        {
+            anyhow::bail!(
+                "the gateway is gone ({why}) before {} {}; its log ends:\n{}",
+                scenario.name,
+                phase.name,
+                spawned.log_tail(20)
+            );
+        }
         let before = self.target.operator.and_then(scrape);
+        let redis_before = self.target.redis.as_ref().and_then(redis::Sample::take);
+        let cpu_before = self.gateway_cpu();
         let stall = self.start_stall(phase);
         let stats = run_load(
             self.runtime,
@@ -178,6 +222,8 @@ impl Session<'_> {
         );
         let stall_ms = stall.and_then(|t| t.join().ok()).and(args.stall_ms);
         let after = self.target.operator.and_then(scrape);
+        let redis_after = self.target.redis.as_ref().and_then(redis::Sample::take);
+        let cpu_after = self.gateway_cpu();
 
         let name = &scenario.name;
         let mut run = RunReport::from_stats(&stats, args.duration as f64);
@@ -190,6 +236,7 @@ impl Session<'_> {
         };
         run.connections = scenario.connections;
         run.target_rate_rps = phase.rate;
+        run.replay = self.target.backend;
         run.signatures_per_s = scenario
             .scenario
             .signatures_per_item()
@@ -201,7 +248,11 @@ impl Session<'_> {
             run.ratio_to_ceiling = Some(run.items_per_s / items_per_s);
         }
         if let (Some(before), Some(after)) = (&before, &after) {
-            run.metrics_check = metrics_check::compare(before, after, &stats, &paths);
+            run.metrics_check = metrics_check::compare(before, after, &stats, paths);
+            if let (Some(start), Some(end)) = (&redis_before, &redis_after) {
+                run.redis = Some(redis::phase(before, after, start, end));
+            }
+            run.gateway = Some(gateway_phase(before, after, cpu_before, cpu_after));
         }
         let mut checks = Vec::new();
         if let Some(ms) = stall_ms {
@@ -218,7 +269,7 @@ impl Session<'_> {
         let mut next = Vec::new();
         if phase.name == "max" {
             if args.wrk {
-                checks.extend(self.wrk_checks(scenario, &requests, &run, seed));
+                checks.extend(self.wrk_checks(scenario, requests, &run, seed));
             }
             if !args.no_latency_phases && scenario.scenario.latency_phases() {
                 let shares: &[f64] = if args.smoke { &[0.5] } else { &[0.5, 0.9] };
@@ -232,6 +283,16 @@ impl Session<'_> {
             }
         }
         Ok(Measured { run, checks, next })
+    }
+
+    /// The spawned gateway's CPU seconds and context switches so far, and when they were read.
+    fn gateway_cpu(&self) -> Option<(f64, u64, Instant)> {
+        let spawned = self.target.spawned.as_ref()?;
+        Some((
+            spawned.cpu_seconds()?,
+            spawned.context_switches()?,
+            Instant::now(),
+        ))
     }
 
     /// The stall test: SIGSTOP the spawned gateway mid-way through the first open-loop phase,
@@ -316,6 +377,45 @@ impl Session<'_> {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+/// The gateway's CPU over the phase (from `/proc`, when spawned) and its coalesced batches
+/// (from the `/metrics` scrapes around it).
+fn gateway_phase(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    cpu_before: Option<(f64, u64, Instant)>,
+    cpu_after: Option<(f64, u64, Instant)>,
+) -> GatewayPhase {
+    let verdicts = metrics_check::verdicts(after) - metrics_check::verdicts(before);
+    let coalesced = metrics_check::delta(before, after, "idgate_coalesced_batches_total");
+    let signature_batches = ["ok", "fallback"]
+        .iter()
+        .map(|result| {
+            let key = format!("idgate_signature_batches_total{{result=\"{result}\"}}");
+            metrics_check::delta(before, after, &key)
+        })
+        .sum::<f64>();
+    let cpu = cpu_before
+        .zip(cpu_after)
+        .map(|((c0, s0, t0), (c1, s1, t1))| {
+            let seconds = t1.duration_since(t0).as_secs_f64().max(1e-9);
+            ((c1 - c0) / seconds, c1 - c0, s1.saturating_sub(s0))
+        });
+    GatewayPhase {
+        cpu_cores: cpu.map(|(cores, _, _)| cores),
+        cpu_us_per_verdict: cpu
+            .filter(|_| verdicts > 0.0)
+            .map(|(_, seconds, _)| seconds / verdicts * 1e6),
+        context_switches_per_verdict: cpu
+            .filter(|_| verdicts > 0.0)
+            .map(|(_, _, switches)| switches as f64 / verdicts),
+        coalesced_batches: coalesced.max(0.0) as u64,
+        verdicts_per_coalesced_batch: (coalesced > 0.0).then(|| verdicts / coalesced),
+        signature_batches: signature_batches.max(0.0) as u64,
+        verdicts_per_signature_batch: (signature_batches > 0.0)
+            .then(|| verdicts / signature_batches),
     }
 }
 

@@ -26,8 +26,80 @@ pub struct Report {
     pub machine: Machine,
     pub gateway: GatewayInfo,
     pub runs: Vec<RunReport>,
+    /// With two `--replay` backends: per scenario, the second's items/s over the first's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replay_ab: Vec<ReplayAb>,
     /// Extra checks run alongside (idle memory, the stall test).
     pub checks: Vec<Check>,
+}
+
+/// One scenario's A/B comparison of two replay backends, round by round.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayAb {
+    pub scenario: String,
+    /// `"<second>/<first>"`, e.g. `redis/memory`.
+    pub ratio_of: String,
+    /// The second backend's items/s over the first's, per round.
+    pub ratios: Vec<f64>,
+    pub median: f64,
+    /// The second gateway's CPU per verdict over the first's, per round (less sensitive than
+    /// items/s to how much of a shared machine each phase got).
+    pub cpu_per_verdict_ratios: Vec<f64>,
+    pub cpu_per_verdict_median: f64,
+}
+
+/// The A/B comparisons of `runs` (empty unless two backends ran).
+pub fn replay_ab(runs: &[RunReport], backends: &[crate::ReplayBackend]) -> Vec<ReplayAb> {
+    let [a, b] = backends else {
+        return Vec::new();
+    };
+    let mut scenarios: Vec<&str> = runs.iter().map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    scenarios
+        .into_iter()
+        .map(|scenario| {
+            // (first, second) of each round.
+            let pairs: Vec<(&RunReport, &RunReport)> = runs
+                .iter()
+                .filter(|r| r.scenario == scenario && r.replay == Some(a.name()))
+                .filter_map(|first| {
+                    let second = runs.iter().find(|r| {
+                        r.scenario == scenario
+                            && r.replay == Some(b.name())
+                            && r.round == first.round
+                    })?;
+                    Some((first, second))
+                })
+                .collect();
+            let ratios: Vec<f64> = pairs
+                .iter()
+                .map(|(x, y)| y.items_per_s / x.items_per_s.max(1e-9))
+                .collect();
+            let cpu = |r: &RunReport| r.gateway.as_ref().and_then(|g| g.cpu_us_per_verdict);
+            let cpu_ratios: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(x, y)| Some(cpu(y)? / cpu(x)?))
+                .collect();
+            ReplayAb {
+                scenario: scenario.to_string(),
+                ratio_of: format!("{}/{}", b.name(), a.name()),
+                median: median(&ratios),
+                ratios,
+                cpu_per_verdict_median: median(&cpu_ratios),
+                cpu_per_verdict_ratios: cpu_ratios,
+            }
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +131,21 @@ pub struct GatewayInfo {
     pub public: String,
     pub spawned: bool,
     pub verify_threads: usize,
+    /// The spawned gateways' replay stores: `memory`, `redis` or `memory,redis` (`--replay`).
+    pub replay: String,
+    /// With `--replay redis`: the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisInfo>,
+}
+
+/// The redis-server of a `--replay redis` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisInfo {
+    pub version: String,
+    pub url: String,
+    /// What `--redis-fill` measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill: Option<crate::redis::Fill>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,6 +181,28 @@ pub struct MetricsCheck {
     pub mismatches: Vec<String>,
 }
 
+/// What the gateway spent on a phase (warm-up included, like the `/metrics` cross-check).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GatewayPhase {
+    /// CPU (user + system, every thread) in core-seconds per second; `None` unless spawned.
+    pub cpu_cores: Option<f64>,
+    /// Gateway CPU per presentation verdict, µs; `None` unless spawned.
+    pub cpu_us_per_verdict: Option<f64>,
+    /// Context switches of the gateway's threads per verdict; `None` unless spawned.
+    pub context_switches_per_verdict: Option<f64>,
+    /// Engine batches formed from several small requests (`idgate_coalesced_batches_total`).
+    pub coalesced_batches: u64,
+    /// Verdicts per coalesced batch (an upper bound on a coalesced batch's size: verdicts of
+    /// lone requests are counted too).
+    pub verdicts_per_coalesced_batch: Option<f64>,
+    /// Batch-verification equations (`idgate_signature_batches_total`, ok and fallback; an
+    /// engine batch is split across the pool threads, a lone signature is not counted).
+    pub signature_batches: u64,
+    /// Verdicts per such equation: how large the batches the engine verified were (each
+    /// presentation holds two signatures).
+    pub verdicts_per_signature_batch: Option<f64>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SecondReport {
     pub t: usize,
@@ -106,6 +215,12 @@ pub struct SecondReport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
     pub scenario: String,
+    /// The spawned gateway's replay store (`memory`, `redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<&'static str>,
+    /// With two `--replay` backends: the A/B round (1, 2, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
     /// `max` (closed loop, as fast as possible), `50%` / `90%` (open loop at that share of the
     /// max), or `rate` (open loop at a given rate).
     pub phase: String,
@@ -131,6 +246,12 @@ pub struct RunReport {
     pub ceiling_batch: Option<usize>,
     pub ratio_to_ceiling: Option<f64>,
     pub metrics_check: MetricsCheck,
+    /// The gateway's side of the phase, from `/proc` (spawned only) and its `/metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayPhase>,
+    /// With `--replay redis`: the gateway's round trips to Redis and the server's CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<crate::redis::Phase>,
     pub series: Vec<SecondReport>,
 }
 
@@ -230,9 +351,25 @@ fn ms(micros: u64) -> String {
 }
 
 /// One line per run, for the terminal.
+/// A run's name in the terminal and HTML tables: its scenario, and in an A/B run its backend
+/// and round.
+fn label(run: &RunReport) -> String {
+    match (run.round, run.replay) {
+        (Some(round), Some(replay)) => format!("{} {replay} #{round}", run.scenario),
+        _ => run.scenario.clone(),
+    }
+}
+
 pub fn print_summary(report: &Report) {
+    let w = report
+        .runs
+        .iter()
+        .map(|r| label(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!(
-        "\n{:<16} {:<5} {:>5} {:>11} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  notes",
+        "\n{:<w$} {:<5} {:>5} {:>11} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  notes",
         "scenario",
         "phase",
         "conns",
@@ -274,8 +411,8 @@ pub fn print_summary(report: &Report) {
             notes.push("METRICS MISMATCH".into());
         }
         println!(
-            "{:<16} {:<5} {:>5} {:>11.0} {:>11.0} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
-            run.scenario,
+            "{:<w$} {:<5} {:>5} {:>11.0} {:>11.0} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
+            label(run),
             run.phase,
             run.connections,
             run.requests_per_s,
@@ -290,6 +427,43 @@ pub fn print_summary(report: &Report) {
             notes.join("; ")
         );
     }
+    for run in &report.runs {
+        if let Some(gateway) = run.gateway.as_ref().filter(|g| g.cpu_cores.is_some()) {
+            println!(
+                "gateway {:<14} {:<5} {}",
+                label(run),
+                run.phase,
+                gateway_line(gateway)
+            );
+        }
+        if let Some(redis) = &run.redis {
+            println!(
+                "redis {:<16} {:<5} {}",
+                label(run),
+                run.phase,
+                redis_line(redis)
+            );
+        }
+    }
+    for ab in &report.replay_ab {
+        let list = |values: &[f64]| {
+            values
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "A/B {}: {} items/s, median {:.3} over {} rounds ({}); gateway CPU per verdict, median {:.3} ({})",
+            ab.scenario,
+            ab.ratio_of,
+            ab.median,
+            ab.ratios.len(),
+            list(&ab.ratios),
+            ab.cpu_per_verdict_median,
+            list(&ab.cpu_per_verdict_ratios),
+        );
+    }
     for check in &report.checks {
         println!(
             "check {:<28} {}  {}",
@@ -298,6 +472,50 @@ pub fn print_summary(report: &Report) {
             check.detail
         );
     }
+}
+
+/// A phase's gateway CPU and batching in one line (terminal).
+fn gateway_line(gateway: &GatewayPhase) -> String {
+    let mut line = format!(
+        "CPU {:.2} cores, {:.1} µs and {:.2} context switches per verdict",
+        gateway.cpu_cores.unwrap_or(0.0),
+        gateway.cpu_us_per_verdict.unwrap_or(0.0),
+        gateway.context_switches_per_verdict.unwrap_or(0.0)
+    );
+    if let Some(size) = gateway.verdicts_per_signature_batch {
+        let _ = write!(
+            line,
+            "; {} signature batches, {size:.1} verdicts each",
+            gateway.signature_batches
+        );
+    }
+    if let Some(size) = gateway.verdicts_per_coalesced_batch {
+        let _ = write!(
+            line,
+            "; {} coalesced batches, {size:.1} verdicts each",
+            gateway.coalesced_batches
+        );
+    }
+    line
+}
+
+/// A phase's Redis figures in one line (terminal and HTML).
+fn redis_line(redis: &crate::redis::Phase) -> String {
+    let rt = &redis.round_trip_us;
+    format!(
+        "round trip p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms (in the {:.2}–{:.2} ms bucket), mean {:.3} ms; {} pipelines of {:.1} SETs; redis-server CPU {:.0}% of a core, {:.2} µs per SET; {} keys",
+        rt.p50 / 1e3,
+        rt.p90 / 1e3,
+        rt.p99 / 1e3,
+        rt.p99_bucket.0 / 1e3,
+        rt.p99_bucket.1 / 1e3,
+        rt.mean / 1e3,
+        redis.round_trips,
+        redis.sets_per_round_trip,
+        redis.server_cpu_cores * 100.0,
+        redis.set_usec_per_call,
+        redis.keys,
+    )
 }
 
 fn escape(text: &str) -> String {
@@ -386,7 +604,7 @@ pub fn html(report: &Report) -> String {
     );
     let _ = write!(
         page,
-        "<h1>idgate load test</h1><p>{cores} cores ({cpu}); gateway {public} ({spawned}, {threads} verify threads); schema {SCHEMA}</p>",
+        "<h1>idgate load test</h1><p>{cores} cores ({cpu}); gateway {public} ({spawned}, {threads} verify threads, {replay} replay store); schema {SCHEMA}</p>",
         cores = report.machine.cores,
         cpu = escape(&report.machine.cpu),
         public = escape(&report.gateway.public),
@@ -396,13 +614,14 @@ pub fn html(report: &Report) -> String {
             "external"
         },
         threads = report.gateway.verify_threads,
+        replay = report.gateway.replay,
     );
     page.push_str("<table><tr><th>scenario</th><th>phase</th><th>conns</th><th>req/s</th><th>items/s</th><th>ceiling</th><th>ratio</th><th>p50 ms</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
     for run in &report.runs {
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&run.scenario),
+            escape(&label(run)),
             escape(&run.phase),
             run.connections,
             run.requests_per_s,
@@ -432,7 +651,7 @@ pub fn html(report: &Report) -> String {
         let _ = write!(
             page,
             "<div class=\"run\"><h2>{} — {} ({} loop, {} connections)</h2><p>latency percentiles</p>{}<p>throughput over time</p>{}<p>statuses {:?}; errors {:?}; outcomes {:?}; late sends: server {} / generator {}</p></div>",
-            escape(&run.scenario),
+            escape(&label(run)),
             escape(&run.phase),
             escape(&run.model),
             run.connections,
@@ -444,7 +663,54 @@ pub fn html(report: &Report) -> String {
             run.late_sends.server_backpressure,
             run.late_sends.generator,
         );
+        if let Some(redis) = &run.redis {
+            let _ = write!(page, "<p>redis: {}</p>", escape(&redis_line(redis)));
+        }
     }
     page.push_str("</body></html>");
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReplayBackend::{Memory, Redis};
+
+    fn run(scenario: &str, replay: &'static str, round: u32, items: f64, cpu: f64) -> RunReport {
+        RunReport {
+            scenario: scenario.into(),
+            replay: Some(replay),
+            round: Some(round),
+            items_per_s: items,
+            gateway: Some(GatewayPhase {
+                cpu_us_per_verdict: Some(cpu),
+                ..GatewayPhase::default()
+            }),
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn a_b_ratios_pair_each_round_whatever_the_order() {
+        let runs = [
+            run("verify:1", "memory", 1, 100.0, 50.0),
+            run("verify:1", "redis", 1, 80.0, 60.0),
+            run("verify:1", "redis", 2, 90.0, 55.0),
+            run("verify:1", "memory", 2, 100.0, 50.0),
+            run("verify:1", "memory", 3, 200.0, 50.0),
+            run("verify:1", "redis", 3, 170.0, 65.0),
+            run("verify:256", "memory", 1, 10.0, 20.0),
+            run("verify:256", "redis", 1, 11.0, 20.0),
+        ];
+        let ab = replay_ab(&runs, &[Memory, Redis]);
+        assert_eq!(ab.len(), 2);
+        assert_eq!(ab[0].scenario, "verify:1");
+        assert_eq!(ab[0].ratio_of, "redis/memory");
+        assert_eq!(ab[0].ratios, [0.8, 0.9, 0.85]);
+        assert!((ab[0].median - 0.85).abs() < 1e-12);
+        assert_eq!(ab[0].cpu_per_verdict_ratios, [1.2, 1.1, 1.3]);
+        assert!((ab[0].cpu_per_verdict_median - 1.2).abs() < 1e-12);
+        assert!((ab[1].median - 1.1).abs() < 1e-12);
+        assert!(replay_ab(&runs, &[Memory]).is_empty());
+    }
 }

@@ -4,7 +4,8 @@
 //! The binary is the real `idgate` next to this one (`target/release/idgate`); when it is missing
 //! it is built with `cargo build --release --bin idgate` first, so `cargo run --release -p
 //! loadtest -- --spawn` works on a fresh clone. The gateway's log goes to `gateway.log` in the
-//! data directory (it still logs one line per request, as in production).
+//! data directory (it still logs one line per request, as in production). With `--replay redis`
+//! its `[replay]` section points at the run's own redis-server (`redis.rs`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -27,12 +28,17 @@ pub struct Spawned {
     pub ready_after: Duration,
     child: Child,
     /// Owns the gateway's data directory (removed when the run ends).
-    #[allow(dead_code)]
     dir: tempfile::TempDir,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!(
+                "the gateway had exited ({status}) before the run ended; its log ends:\n{}",
+                self.log_tail(20)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -44,6 +50,53 @@ impl Spawned {
         self.child.id()
     }
 
+    /// `Some(why)` once the gateway process is gone (exited, or a zombie not yet reaped).
+    pub fn gone(&self) -> Option<String> {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) {
+            Err(e) => Some(format!("no /proc entry: {e}")),
+            Ok(stat) => {
+                let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+                (state == "Z" || state == "X").then(|| format!("process state {state}"))
+            }
+        }
+    }
+
+    /// The last `lines` lines of the gateway's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// CPU time (user + system, every thread) the gateway has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / clock_ticks_per_second())
+    }
+
+    /// Context switches (voluntary and not) of every gateway thread so far, from
+    /// `/proc/<pid>/task/*/status` (threads that ended are not counted).
+    pub fn context_switches(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Some(total)
+    }
+
     /// Resident memory of the gateway process (from `/proc`), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -51,6 +104,20 @@ impl Spawned {
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }
+}
+
+/// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat` times), read once; 100 if unknown.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&t: &f64| t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -92,6 +159,8 @@ pub struct GatewayOptions {
     pub max_presentation_age_s: i64,
     /// Subject revocation entries written as a snapshot before start (0: none).
     pub revocation_list: usize,
+    /// `replay.backend = "redis"` on this server (`None`: the memory store).
+    pub redis_url: Option<String>,
 }
 
 /// Writes a snapshot of `count` subject entries (IDs `1000000000`, `1000000001`, ...; 90%
@@ -133,6 +202,18 @@ pub fn preload_revocations(data_dir: &Path, count: usize, now: i64) -> Result<()
     Ok(())
 }
 
+/// The config's `[replay]` section: the memory store sized for long runs, or Redis at `url`
+/// with the gateway's defaults otherwise (timeout 250 ms, prefix `idgate:replay:`).
+fn replay_section(redis_url: Option<&str>) -> String {
+    match redis_url {
+        None => "[replay]\ncapacity = 50000000\n".into(),
+        Some(url) => format!(
+            "[replay]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout_ms = 250\nkey_prefix = \"{prefix}\"\n",
+            prefix = crate::redis::KEY_PREFIX
+        ),
+    }
+}
+
 /// Starts the gateway.
 pub fn spawn(jwks: &serde_json::Value, options: &GatewayOptions) -> Result<Spawned> {
     let binary = idgate_binary()?;
@@ -168,8 +249,7 @@ max_presentation_age_s = {age}
 [revocation]
 data_dir = "data"
 
-[replay]
-capacity = 50000000
+{replay}
 
 [admin]
 token_sha256 = "{admin}"
@@ -189,6 +269,7 @@ allow_status_queries = true
         admin = hex(&Sha256::digest(admin_token.as_bytes())),
         key = hex(&Sha256::digest(api_key.as_bytes())),
         audience = crate::corpus::AUDIENCE,
+        replay = replay_section(options.redis_url.as_deref()),
     );
     let config_path = dir.path().join("idgate.toml");
     std::fs::write(&config_path, config)?;

@@ -15,7 +15,38 @@ struct Smoke {
     report: Option<Value>,
 }
 
+impl Smoke {
+    fn assert_success(&self) {
+        assert!(
+            self.output.status.success(),
+            "exit {:?}\n{}\n{}",
+            self.output.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
 fn smoke(extra: &[&str]) -> Smoke {
+    // Exit code 4 means only that the generator could not keep its open-loop schedule: its
+    // figures are void, which on a CI machine running other tests beside this one happens now
+    // and then. Such a run is repeated (at most three attempts); the run that is checked is
+    // always one that exited 0 or failed for another reason.
+    let mut attempt = 1;
+    loop {
+        let run = smoke_once(extra);
+        if run.output.status.code() != Some(4) || attempt == 3 {
+            return run;
+        }
+        eprintln!(
+            "attempt {attempt}: schedule not kept, running again\n{}",
+            run.stderr
+        );
+        attempt += 1;
+    }
+}
+
+fn smoke_once(extra: &[&str]) -> Smoke {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let html = dir.path().join("report.html");
@@ -40,14 +71,12 @@ fn smoke(extra: &[&str]) -> Smoke {
 #[test]
 fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
     let run = smoke(&[]);
-    let (stdout, stderr) = (&run.stdout, &run.stderr);
-    assert!(
-        run.output.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        run.output.status
-    );
+    run.assert_success();
+    let stdout = &run.stdout;
     let report = run.report.expect("a report");
     assert_eq!(report["schema"], "idgate-loadtest/1");
+    assert_eq!(report["gateway"]["replay"], "memory");
+    assert!(report["gateway"].get("redis").is_none());
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(report["issuers_jwks"]["keys"].as_array().unwrap().len() == 3);
     let runs = report["runs"].as_array().unwrap();
@@ -76,6 +105,7 @@ fn a_smoke_run_produces_a_valid_report_and_matching_metrics() {
             assert!(run["latency_us"][field].is_number(), "{field}");
         }
         assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
+        assert!(run.get("redis").is_none(), "{run}");
         assert_eq!(run["metrics_check"]["compared"], true);
         assert_eq!(
             run["metrics_check"]["matched"], true,
@@ -152,4 +182,192 @@ fn wrk_and_the_comparison_services_run_on_fresh_presentations() {
     let go = check("go net/http+crypto/ed25519");
     assert_eq!(go["passed"], true, "{go}\n{stderr}");
     assert!(go["detail"].as_str().unwrap().contains("idgate / go"));
+}
+
+/// For a test that cannot run because a tool outside the repository is missing (`why` says
+/// which, and how to get it): with `CI=true` the test fails; otherwise it prints a notice, adds
+/// it to the file `IDGATE_TEST_NOTICES` names (scripts/test lists them after the run) and the
+/// caller returns without testing. The same rule as the gateway's tests (tests/common).
+fn cannot_run(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true, but loadtest smoke::{test} cannot run: {why}");
+    }
+    let notice = format!("skipped: loadtest smoke::{test}: {why}\n");
+    eprint!("NOTICE: {notice}");
+    if let Some(path) = std::env::var_os("IDGATE_TEST_NOTICES") {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(notice.as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot record the skip in {path:?}: {e}"));
+    }
+}
+
+/// `--replay redis`: the generator starts its own redis-server (a free port, never 6379), the
+/// spawned gateway keeps its replay nonces there (every presentation `valid`, each phase
+/// reporting the gateway's round trips to Redis), `--redis-fill` writes keys in the gateway's
+/// format and measures their memory, and the server is gone when the run ends.
+#[test]
+fn a_redis_replay_smoke_run_reports_round_trips_and_stops_its_server() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        cannot_run("redis-server is not installed (apt-get install redis-server)");
+        return;
+    }
+    let run = smoke(&[
+        "--replay",
+        "redis",
+        "--redis-fill",
+        "20000",
+        "--scenario",
+        "verify:64",
+        "--scenario",
+        "verify:1",
+        "--no-latency-phases",
+        "--no-ceiling",
+    ]);
+    run.assert_success();
+    let stdout = &run.stdout;
+    let report = run.report.expect("a report");
+    let gateway = &report["gateway"];
+    assert_eq!(gateway["replay"], "redis", "{gateway}");
+    let url = gateway["redis"]["url"].as_str().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 6379, "{url}");
+    let fill = &gateway["redis"]["fill"];
+    assert_eq!(fill["keys"], 20000, "{fill}");
+    let per_key = fill["bytes_per_key"].as_f64().unwrap();
+    assert!((40.0..1000.0).contains(&per_key), "{fill}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let mut keys_before = 20_000;
+    for run in runs {
+        let valid = run["outcomes"]["valid"].as_u64().unwrap_or(0);
+        assert!(valid > 0, "{run}");
+        assert_eq!(
+            run["outcomes"].as_object().unwrap().len(),
+            1,
+            "only valid verdicts: {}",
+            run["outcomes"]
+        );
+        assert_eq!(
+            run["metrics_check"]["matched"], true,
+            "{}",
+            run["metrics_check"]
+        );
+        let redis = &run["redis"];
+        assert!(redis["round_trips"].as_u64().unwrap() > 0, "{redis}");
+        assert!(
+            redis["sets_per_round_trip"].as_f64().unwrap() >= 1.0,
+            "{redis}"
+        );
+        let rt = &redis["round_trip_us"];
+        let (p50, p99) = (rt["p50"].as_f64().unwrap(), rt["p99"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{rt}");
+        // Every nonce the gateway accepted is a key in Redis (warm-up included, so at least).
+        let keys = redis["keys"].as_u64().unwrap();
+        assert!(keys >= keys_before + valid, "{redis}");
+        keys_before = keys;
+    }
+    assert!(stdout.contains("redis verify:64") && stdout.contains("round trip p50"));
+    // The run's redis-server is gone.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+    assert!(refused, "redis-server on port {port} still answers");
+}
+
+/// `--replay memory,redis`: two gateways, each round's requests sent to both (each store
+/// accepts every presentation once), the order alternating, and the per-round ratios reported.
+#[test]
+fn an_a_b_run_sends_each_round_to_both_gateways_in_alternating_order() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        cannot_run("redis-server is not installed (apt-get install redis-server)");
+        return;
+    }
+    let run = smoke(&[
+        "--replay",
+        "memory,redis",
+        "--rounds",
+        "2",
+        "--scenario",
+        "verify:64",
+        "--no-ceiling",
+    ]);
+    run.assert_success();
+    let stdout = &run.stdout;
+    let report = run.report.expect("a report");
+    assert_eq!(report["gateway"]["replay"], "memory,redis");
+    let runs = report["runs"].as_array().unwrap();
+    let order: Vec<(String, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["replay"].as_str().unwrap().to_string(),
+                r["round"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("memory", 1), ("redis", 1), ("redis", 2), ("memory", 2)];
+    assert_eq!(
+        order,
+        expected.map(|(b, r)| (b.to_string(), r)),
+        "one max phase per backend and round, alternating"
+    );
+    for run in runs {
+        assert_eq!(run["phase"], "max");
+        assert_eq!(run["outcomes"].as_object().unwrap().len(), 1, "{run}");
+        assert!(run["outcomes"]["valid"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["metrics_check"]["matched"], true, "{run}");
+        assert_eq!(
+            run.get("redis").is_some(),
+            run["replay"] == "redis",
+            "{run}"
+        );
+    }
+    let ab = &report["replay_ab"][0];
+    assert_eq!(ab["scenario"], "verify:64");
+    assert_eq!(ab["ratio_of"], "redis/memory");
+    assert_eq!(ab["ratios"].as_array().unwrap().len(), 2, "{ab}");
+    assert!(ab["median"].as_f64().unwrap() > 0.0, "{ab}");
+    assert!(stdout.contains("A/B verify:64: redis/memory"), "{stdout}");
+}
+
+#[test]
+fn redis_needs_a_spawned_gateway_and_the_fill_needs_redis() {
+    for (args, says) in [
+        (
+            &[
+                "--replay",
+                "redis",
+                "--target",
+                "127.0.0.1:1",
+                "--api-key",
+                "k",
+            ][..],
+            "--spawn",
+        ),
+        (&["--spawn", "--redis-fill", "10"][..], "--replay redis"),
+        (
+            &["--spawn", "--replay", "memory,redis", "--wrk"][..],
+            "one --replay",
+        ),
+        (&["--spawn", "--replay", "redis,redis"][..], "memory,redis"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
