@@ -65,4 +65,12 @@ if [ "${1:-}" != quick ]; then
   ./target/release/loadtest --spawn --revocation-list 40000000 --scenario status:10000 \
     --json "$out/list-40m.json" --html "$out/list-40m.html" 2>&1 | tee "$out/list-40m.txt"
 fi
+step "Redis replay store vs memory (issue 16): A/B rounds, round trips, bytes per key"
+if command -v redis-server >/dev/null; then
+  ./target/release/loadtest --spawn --replay memory,redis --rounds 5 --redis-fill 1000000 \
+    --scenario verify:256 --scenario verify:1 --duration 10 --warmup 2 \
+    --json "$out/redis-ab.json" --html "$out/redis-ab.html" 2>&1 | tee "$out/redis-ab.txt"
+else
+  echo "(skipped: redis-server is not installed)"
+fi
 step "done: $out"
