@@ -17,6 +17,7 @@
 //! outside it.
 
 pub mod entry;
+pub mod feed;
 pub mod import;
 pub mod log;
 pub mod snapshot;

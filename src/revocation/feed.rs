@@ -1,0 +1,315 @@
+//! The shared revocation feed (issue 17, docs/feed-design.md): publishing and reading a Redis
+//! Stream whose entry IDs are a contiguous sequence `<n>-0`.
+//!
+//! **Invariants:**
+//! - An entry's ID is allocated inside the same Lua call that appends it, so IDs are `1-0`,
+//!   `2-0`, … with no holes; a reader that sees `q > p + 1` after `p` knows entries are missing.
+//! - A publish carries a 16-byte token; repeating the call with the same token (after an
+//!   ambiguous timeout) returns the sequence number of the first append and appends nothing.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+/// Appends one entry, or returns the sequence number under which the same token already did.
+/// KEYS: stream, sequence key, token key. ARGV: kind, payload, token TTL in seconds.
+const PUBLISH: &str = r"
+local existing = redis.call('GET', KEYS[3])
+if existing then return tonumber(existing) end
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], n .. '-0', 'k', ARGV[1], 'r', ARGV[2])
+redis.call('SET', KEYS[3], n, 'EX', ARGV[3])
+return n
+";
+
+/// How long a publish token is remembered: far longer than any retry of it.
+const TOKEN_TTL_S: u64 = 86_400;
+
+/// What a stream entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// One admin request: a revocation log record payload.
+    Update,
+    /// A liveness mark from the lock holder.
+    Heartbeat,
+}
+
+impl EntryKind {
+    fn tag(self) -> &'static str {
+        match self {
+            EntryKind::Update => "u",
+            EntryKind::Heartbeat => "h",
+        }
+    }
+
+    fn from_tag(tag: &[u8]) -> Option<EntryKind> {
+        match tag {
+            b"u" => Some(EntryKind::Update),
+            b"h" => Some(EntryKind::Heartbeat),
+            _ => None,
+        }
+    }
+}
+
+/// One entry read from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub sequence: u64,
+    pub kind: EntryKind,
+    pub payload: Vec<u8>,
+}
+
+/// Why a feed operation failed. Never carries payload bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("the feed's Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the feed's Redis failed: {0}")]
+    Redis(String),
+    #[error("the feed's stream holds an entry this gateway cannot read ({0})")]
+    Malformed(&'static str),
+}
+
+fn redis_error(error: &redis::RedisError) -> FeedError {
+    // The error's kind and code only: its detail may quote arguments.
+    FeedError::Redis(format!("{:?} {}", error.kind(), error.code().unwrap_or("")))
+}
+
+/// The feed's key names, derived from `revocation.feed_stream`.
+#[derive(Debug, Clone)]
+pub struct FeedKeys {
+    pub stream: String,
+    pub sequence: String,
+    token_prefix: String,
+}
+
+impl FeedKeys {
+    pub fn new(stream: &str) -> FeedKeys {
+        FeedKeys {
+            stream: stream.to_string(),
+            sequence: format!("{stream}:seq"),
+            token_prefix: format!("{stream}:req:"),
+        }
+    }
+
+    fn token(&self, token: &[u8; 16]) -> String {
+        let mut key = self.token_prefix.clone();
+        for byte in token {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
+    }
+}
+
+/// Appends entries to the feed.
+#[derive(Clone)]
+pub struct Publisher {
+    connection: MultiplexedConnection,
+    keys: FeedKeys,
+    /// The bound on one attempt.
+    attempt_timeout: Duration,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stream", &self.keys.stream)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(
+        connection: MultiplexedConnection,
+        keys: FeedKeys,
+        attempt_timeout: Duration,
+    ) -> Publisher {
+        Publisher {
+            connection,
+            keys,
+            attempt_timeout,
+        }
+    }
+
+    /// Appends one entry and returns its sequence number. Attempts that time out or fail are
+    /// repeated with the same token until `deadline`: whichever attempt landed, the entry is
+    /// in the stream once, and its number is returned. An error means the outcome is unknown
+    /// (it may have landed): the caller reports it as such.
+    pub async fn publish(
+        &self,
+        kind: EntryKind,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<u64, FeedError> {
+        let token: [u8; 16] = rand::rng().random();
+        self.publish_with_token(kind, payload, &token, deadline)
+            .await
+    }
+
+    /// [`Publisher::publish`] with a given token (tests repeat a token by hand).
+    pub async fn publish_with_token(
+        &self,
+        kind: EntryKind,
+        payload: &[u8],
+        token: &[u8; 16],
+        deadline: Instant,
+    ) -> Result<u64, FeedError> {
+        let token_key = self.keys.token(token);
+        let mut last = FeedError::Timeout(self.attempt_timeout);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(last);
+            }
+            let bound = self.attempt_timeout.min(deadline - now);
+            let mut connection = self.connection.clone();
+            let mut command = redis::cmd("EVAL");
+            command
+                .arg(PUBLISH)
+                .arg(3)
+                .arg(&self.keys.stream)
+                .arg(&self.keys.sequence)
+                .arg(&token_key)
+                .arg(kind.tag())
+                .arg(payload)
+                .arg(TOKEN_TTL_S);
+            let attempt = command.query_async::<u64>(&mut connection);
+            match tokio::time::timeout(bound, attempt).await {
+                Ok(Ok(sequence)) => return Ok(sequence),
+                Ok(Err(error)) => last = redis_error(&error),
+                Err(_) => last = FeedError::Timeout(bound),
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Reads up to `count` entries after sequence `after`, waiting up to `block` for the first
+/// one. Runs on its own connection: a blocking read must not share the publishing one.
+pub async fn read_after(
+    connection: &mut MultiplexedConnection,
+    keys: &FeedKeys,
+    after: u64,
+    count: usize,
+    block: Duration,
+) -> Result<Vec<FeedEntry>, FeedError> {
+    let mut command = redis::cmd("XREAD");
+    command
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys.stream)
+        .arg(format!("{after}-0"));
+    let reply: Value = command
+        .query_async(connection)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    parse_xread(reply)
+}
+
+/// The entries of an `XREAD` reply for one stream (`Nil` when the block timed out).
+fn parse_xread(reply: Value) -> Result<Vec<FeedEntry>, FeedError> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Value::Array(vec![k, v]))
+            .collect(),
+        _ => return Err(FeedError::Malformed("XREAD reply")),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            return Err(FeedError::Malformed("XREAD stream"));
+        };
+        let Some(Value::Array(entries)) = parts.pop() else {
+            return Err(FeedError::Malformed("XREAD entries"));
+        };
+        for entry in entries {
+            out.push(parse_entry(entry)?);
+        }
+    }
+    Ok(out)
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn parse_entry(entry: Value) -> Result<FeedEntry, FeedError> {
+    let Value::Array(parts) = entry else {
+        return Err(FeedError::Malformed("entry"));
+    };
+    let [id, fields] = parts.as_slice() else {
+        return Err(FeedError::Malformed("entry"));
+    };
+    let id = bytes(id).ok_or(FeedError::Malformed("entry ID"))?;
+    let sequence = parse_id(id).ok_or(FeedError::Malformed("entry ID not <n>-0"))?;
+    let Value::Array(fields) = fields else {
+        return Err(FeedError::Malformed("entry fields"));
+    };
+    let (mut kind, mut payload) = (None, None);
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else {
+            return Err(FeedError::Malformed("entry fields"));
+        };
+        match bytes(name) {
+            Some(b"k") => kind = bytes(value).and_then(EntryKind::from_tag),
+            Some(b"r") => payload = bytes(value).map(<[u8]>::to_vec),
+            _ => {}
+        }
+    }
+    Ok(FeedEntry {
+        sequence,
+        kind: kind.ok_or(FeedError::Malformed("entry kind"))?,
+        payload: payload.ok_or(FeedError::Malformed("entry payload"))?,
+    })
+}
+
+/// `<n>-0` → `n`; anything else is not one of ours.
+fn parse_id(id: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(id).ok()?;
+    let (n, seq) = text.split_once('-')?;
+    if seq != "0" || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sequence_ids_are_accepted() {
+        assert_eq!(parse_id(b"1-0"), Some(1));
+        assert_eq!(parse_id(b"18446744073709551615-0"), Some(u64::MAX));
+        for bad in [
+            &b"1-1"[..],
+            b"-0",
+            b"1",
+            b"+1-0",
+            b"1700000000000-3",
+            b"x-0",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_timed_out_block_reads_as_no_entries() {
+        assert_eq!(parse_xread(Value::Nil).unwrap(), Vec::new());
+    }
+}
