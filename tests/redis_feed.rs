@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{self, RedisServer};
-use idgate::revocation::feed::{self, EntryKind, FeedKeys, Publisher};
+use idgate::revocation::feed::{self, EntryKind, FeedKeys, Persistence, Publisher};
 
 async fn connect(url: &str) -> ::redis::aio::MultiplexedConnection {
     let client = ::redis::Client::open(url).unwrap();
@@ -178,4 +178,36 @@ fn a_publish_past_its_deadline_reports_failure_in_time() {
     server.resume();
     assert!(result.is_err());
     assert!(took < Duration::from_millis(900), "{took:?}");
+}
+
+/// A feed Redis without an append-only file is refused unless volatility is allowed; with one,
+/// its `appendfsync` is reported as the server has it.
+#[test]
+fn a_feed_redis_without_aof_is_refused_unless_volatile_is_allowed() {
+    if !redis::available() {
+        return;
+    }
+    let volatile = RedisServer::start();
+    let durable = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    runtime().block_on(async {
+        let found = Persistence::read(&mut connect(&volatile.url()).await)
+            .await
+            .unwrap();
+        assert!(!found.appendonly);
+        let refusal = found.check(false).unwrap_err();
+        assert!(refusal.contains("appendonly no"), "{refusal}");
+        assert!(found.check(true).is_ok());
+
+        let found = Persistence::read(&mut connect(&durable.url()).await)
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            Persistence {
+                appendonly: true,
+                appendfsync: "always".into()
+            }
+        );
+        assert!(found.check(false).is_ok());
+    });
 }

@@ -189,6 +189,50 @@ impl Publisher {
     }
 }
 
+/// How the feed's Redis persists what it acknowledges (`CONFIG GET appendonly appendfsync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    pub appendonly: bool,
+    /// `always`, `everysec` or `no`, as the server reports it.
+    pub appendfsync: String,
+}
+
+impl Persistence {
+    /// Reads the server's persistence settings.
+    pub async fn read(connection: &mut MultiplexedConnection) -> Result<Persistence, FeedError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+        pipe.cmd("CONFIG").arg("GET").arg("appendfsync");
+        let (appendonly, appendfsync): (Value, Value) = pipe
+            .query_async(connection)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        let value = |reply: &Value| -> Option<String> {
+            let text = match reply {
+                Value::Array(pair) => bytes(pair.get(1)?)?,
+                Value::Map(pairs) => bytes(&pairs.first()?.1)?,
+                _ => return None,
+            };
+            Some(String::from_utf8_lossy(text).into_owned())
+        };
+        Ok(Persistence {
+            appendonly: value(&appendonly).ok_or(FeedError::Malformed("CONFIG GET appendonly"))?
+                == "yes",
+            appendfsync: value(&appendfsync)
+                .ok_or(FeedError::Malformed("CONFIG GET appendfsync"))?,
+        })
+    }
+
+    /// The start-up rule: a feed whose Redis does not write an append-only file could lose
+    /// acknowledged revocations, so it is refused unless `feed_allow_volatile` (tests, demos).
+    pub fn check(&self, allow_volatile: bool) -> Result<(), String> {
+        if self.appendonly || allow_volatile {
+            return Ok(());
+        }
+        Err("the revocation feed's Redis has appendonly no: an acknowledged revocation could be lost on its restart; set appendonly yes (and appendfsync always or everysec) on that server, or revocation.feed_allow_volatile = true for tests and demos".into())
+    }
+}
+
 /// Reads up to `count` entries after sequence `after`, waiting up to `block` for the first
 /// one. Runs on its own connection: a blocking read must not share the publishing one.
 pub async fn read_after(
