@@ -332,6 +332,71 @@ fn parse_id(id: &[u8]) -> Option<u64> {
     n.parse().ok()
 }
 
+/// Where this instance is in the feed: the feed's epoch and the last applied sequence number.
+///
+/// Written to `<revocations>/feed-position` only after the log records of every entry up to
+/// `sequence` are durable, so the file is never ahead of the log. It may be behind (a crash
+/// between the two): the entries after it are then applied again, which is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: [u8; 16],
+    pub sequence: u64,
+}
+
+const POSITION_FILE: &str = "feed-position";
+const POSITION_MAGIC: [u8; 4] = *b"IDGP";
+const POSITION_LEN: usize = 4 + 16 + 8 + 4;
+
+impl Position {
+    fn encode(&self) -> [u8; POSITION_LEN] {
+        let mut out = [0u8; POSITION_LEN];
+        out[..4].copy_from_slice(&POSITION_MAGIC);
+        out[4..20].copy_from_slice(&self.epoch);
+        out[20..28].copy_from_slice(&self.sequence.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..28]);
+        out[28..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Position> {
+        if bytes.len() != POSITION_LEN || bytes[..4] != POSITION_MAGIC {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes[28..].try_into().ok()?);
+        if crc != crc32c::crc32c(&bytes[..28]) {
+            return None;
+        }
+        Some(Position {
+            epoch: bytes[4..20].try_into().ok()?,
+            sequence: u64::from_le_bytes(bytes[20..28].try_into().ok()?),
+        })
+    }
+
+    /// The recorded position in `dir`: `Ok(None)` when there is none, or when the file is
+    /// damaged (then the position is unknown, and the caller resynchronises from a snapshot
+    /// as a new instance would).
+    pub fn load(dir: &std::path::Path) -> std::io::Result<Option<Position>> {
+        match std::fs::read(dir.join(POSITION_FILE)) {
+            Ok(bytes) => Ok(Position::decode(&bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Records the position durably: a temporary file, fsynced, renamed over the old one, and
+    /// the directory fsynced.
+    pub fn store(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let temporary = dir.join("feed-position.tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&self.encode())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, dir.join(POSITION_FILE))?;
+        super::log::sync_dir(dir)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +415,34 @@ mod tests {
         ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_position_survives_a_store_and_a_damaged_one_reads_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), None);
+        let position = Position {
+            epoch: [9; 16],
+            sequence: 4711,
+        };
+        position.store(dir.path()).unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), Some(position));
+        let later = Position {
+            sequence: 4712,
+            ..position
+        };
+        later.store(dir.path()).unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), Some(later));
+        // Any flipped bit, and a short file, are damage: the position is unknown.
+        let good = later.encode();
+        for bit in 0..good.len() * 8 {
+            let mut bad = good;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(dir.path().join(POSITION_FILE), bad).unwrap();
+            assert_eq!(Position::load(dir.path()).unwrap(), None, "bit {bit}");
+        }
+        std::fs::write(dir.path().join(POSITION_FILE), &good[..20]).unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), None);
     }
 
     #[test]
