@@ -8,7 +8,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{self, RedisServer};
-use idgate::revocation::feed::{self, EntryKind, FeedKeys, Persistence, Publisher};
+use idgate::id::Id;
+use idgate::revocation::feed::{
+    self, Applier, EntryKind, FeedKeys, Persistence, Position, Publisher, Step,
+};
+use idgate::revocation::log::RecordBuilder;
+use idgate::revocation::store::{RevocationStore, revocation_dir};
+use idgate::revocation::{Entry, Kind, Reason, Status};
 
 async fn connect(url: &str) -> ::redis::aio::MultiplexedConnection {
     let client = ::redis::Client::open(url).unwrap();
@@ -209,5 +215,171 @@ fn a_feed_redis_without_aof_is_refused_unless_volatile_is_allowed() {
             }
         );
         assert!(found.check(false).is_ok());
+    });
+}
+
+/// One admin request's payload: credential `card-<n>` revoked.
+fn update(n: usize) -> Vec<u8> {
+    let mut builder = RecordBuilder::default();
+    builder.push(&Entry {
+        kind: Kind::Credential,
+        id: format!("card-{n}"),
+        status: Status::Revoked,
+        reason: Some(Reason::Stolen),
+        before: None,
+        at: 1_700_000_000 + n as i64,
+    });
+    builder.payload()
+}
+
+fn revoked(store: &RevocationStore, n: usize) -> bool {
+    let id = format!("card-{n}");
+    store
+        .list()
+        .lookup(Kind::Credential, Id::parse(&id).unwrap())
+        .is_some_and(|r| r.status == Status::Revoked)
+}
+
+/// Steps until the applier reaches `to` (or fails the test after 5 s).
+async fn catch_up(
+    applier: &mut Applier,
+    connection: &mut ::redis::aio::MultiplexedConnection,
+    store: &RevocationStore,
+    to: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while applier.position().sequence < to {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {:?}",
+            applier.position()
+        );
+        let step = applier
+            .step(connection, store, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(matches!(step, Step::Applied { .. }), "{step:?}");
+    }
+}
+
+/// Two instances apply the same stream into their own durable stores. One restarts and resumes
+/// from its recorded position; a newcomer after a trim sees a gap instead of skipping it; an
+/// entry that does not decode stops the applier before it, never past it.
+#[test]
+fn instances_apply_the_feed_in_order_resume_after_a_restart_and_never_skip() {
+    if !redis::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a_dir, b_dir, c_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let keys = FeedKeys::new("idgate:revocations");
+    runtime().block_on(async {
+        let mut connection = connect(&url).await;
+        let epoch = feed::feed_epoch(&mut connection, &keys).await.unwrap();
+        assert_eq!(
+            feed::feed_epoch(&mut connection, &keys).await.unwrap(),
+            epoch
+        );
+        let publisher = Publisher::new(connection, keys.clone(), Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in 0..50 {
+            publisher
+                .publish(EntryKind::Update, &update(n), deadline)
+                .await
+                .unwrap();
+        }
+        publisher
+            .publish(EntryKind::Heartbeat, b"", deadline)
+            .await
+            .unwrap();
+
+        let start = Position { epoch, sequence: 0 };
+        let (a, _) = RevocationStore::open(a_dir.path(), 1 << 20).unwrap();
+        let mut a_feed = Applier::new(keys.clone(), revocation_dir(a_dir.path()), start);
+        let mut a_conn = connect(&url).await;
+        catch_up(&mut a_feed, &mut a_conn, &a, 51).await;
+        {
+            let (b, _) = RevocationStore::open(b_dir.path(), 1 << 20).unwrap();
+            let mut b_feed = Applier::new(keys.clone(), revocation_dir(b_dir.path()), start);
+            let mut b_conn = connect(&url).await;
+            catch_up(&mut b_feed, &mut b_conn, &b, 51).await;
+            assert!((0..50).all(|n| revoked(&a, n) && revoked(&b, n)));
+            assert_eq!((a.list().len(), b.list().len()), (50, 50));
+        }
+        // B is down while 10 more arrive; it resumes from its recorded position.
+        for n in 50..60 {
+            publisher
+                .publish(EntryKind::Update, &update(n), deadline)
+                .await
+                .unwrap();
+        }
+        let recorded = Position::load(&revocation_dir(b_dir.path()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            recorded,
+            Position {
+                epoch,
+                sequence: 51
+            }
+        );
+        let (b, _) = RevocationStore::open(b_dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.list().len(), 50, "B's own log kept what it applied");
+        let mut b_feed = Applier::new(keys.clone(), revocation_dir(b_dir.path()), recorded);
+        let mut b_conn = connect(&url).await;
+        catch_up(&mut b_feed, &mut b_conn, &b, 61).await;
+        assert!((0..60).all(|n| revoked(&b, n)));
+        assert_eq!(b.list().len(), 60);
+
+        // Entries 1..=30 trimmed away: a newcomer from 0 finds a gap and applies nothing.
+        server.cli(&["XTRIM", "idgate:revocations", "MINID", "31-0"]);
+        let (c, _) = RevocationStore::open(c_dir.path(), 1 << 20).unwrap();
+        let mut c_feed = Applier::new(keys.clone(), revocation_dir(c_dir.path()), start);
+        let mut c_conn = connect(&url).await;
+        let step = c_feed
+            .step(&mut c_conn, &c, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(step, Step::Gap { at: 0, next: 31 });
+        assert_eq!((c.list().len(), c_feed.position().sequence), (0, 0));
+        assert_eq!(Position::load(&revocation_dir(c_dir.path())).unwrap(), None);
+
+        // A good entry, then one that does not decode: the first is applied, the applier stops
+        // before the second, and stays there.
+        publisher
+            .publish(EntryKind::Update, &update(60), deadline)
+            .await
+            .unwrap();
+        server.cli(&["INCR", "idgate:revocations:seq"]);
+        server.cli(&[
+            "XADD",
+            "idgate:revocations",
+            "63-0",
+            "k",
+            "u",
+            "r",
+            "garbage",
+        ]);
+        for _ in 0..2 {
+            let error = a_feed
+                .step(&mut a_conn, &a, Duration::from_millis(100))
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("update payload"), "{error}");
+            assert_eq!(a_feed.position().sequence, 62);
+        }
+        assert!(revoked(&a, 60));
+        assert_eq!(
+            Position::load(&revocation_dir(a_dir.path()))
+                .unwrap()
+                .unwrap()
+                .sequence,
+            62
+        );
     });
 }

@@ -70,6 +70,8 @@ pub enum FeedError {
     Redis(String),
     #[error("the feed's stream holds an entry this gateway cannot read ({0})")]
     Malformed(&'static str),
+    #[error("applying the feed locally failed: {0}")]
+    Local(String),
 }
 
 fn redis_error(error: &redis::RedisError) -> FeedError {
@@ -82,6 +84,7 @@ fn redis_error(error: &redis::RedisError) -> FeedError {
 pub struct FeedKeys {
     pub stream: String,
     pub sequence: String,
+    pub epoch: String,
     token_prefix: String,
 }
 
@@ -90,6 +93,7 @@ impl FeedKeys {
         FeedKeys {
             stream: stream.to_string(),
             sequence: format!("{stream}:seq"),
+            epoch: format!("{stream}:epoch"),
             token_prefix: format!("{stream}:req:"),
         }
     }
@@ -396,6 +400,130 @@ impl Position {
         super::log::sync_dir(dir)
     }
 }
+
+/// The feed's epoch: 16 random bytes under `<stream>:epoch`, made by the first instance that
+/// finds none. A different epoch from the one an instance recorded means the feed was made
+/// anew (a Redis that came back empty): the recorded position means nothing there.
+pub async fn feed_epoch(
+    connection: &mut MultiplexedConnection,
+    keys: &FeedKeys,
+) -> Result<[u8; 16], FeedError> {
+    let candidate: [u8; 16] = rand::rng().random();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(&keys.epoch)
+        .arg(&candidate[..])
+        .arg("NX")
+        .ignore();
+    pipe.cmd("GET").arg(&keys.epoch);
+    let (value,): (Vec<u8>,) = pipe
+        .query_async(connection)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    value
+        .try_into()
+        .map_err(|_| FeedError::Malformed("feed epoch"))
+}
+
+/// What one read of the feed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `entries` read and applied; the position is now `to` (unchanged if none came).
+    Applied { entries: usize, to: u64 },
+    /// The entry after `at` is missing from the stream (the next one there is `next`):
+    /// nothing after `at` was applied. The caller repairs from a snapshot.
+    Gap { at: u64, next: u64 },
+}
+
+/// Applies the feed, in order, to one instance's store, and records how far it got.
+#[derive(Debug)]
+pub struct Applier {
+    keys: FeedKeys,
+    /// The revocation directory, where `feed-position` lives.
+    dir: std::path::PathBuf,
+    position: Position,
+}
+
+impl Applier {
+    /// Starts from `position` (the recorded one, or the feed's epoch at sequence 0).
+    pub fn new(keys: FeedKeys, dir: std::path::PathBuf, position: Position) -> Applier {
+        Applier {
+            keys,
+            dir,
+            position,
+        }
+    }
+
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Reads what follows the position (waiting up to `block`), commits each update to
+    /// `store` as one durable record, in order, then records the new position. An entry that
+    /// does not decode stops the step with an error before it: it is never skipped.
+    pub async fn step(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        store: &super::store::RevocationStore,
+        block: Duration,
+    ) -> Result<Step, FeedError> {
+        let entries = read_after(
+            connection,
+            &self.keys,
+            self.position.sequence,
+            READ_COUNT,
+            block,
+        )
+        .await?;
+        let mut applied = 0;
+        let mut result = Ok(());
+        for entry in &entries {
+            if entry.sequence != self.position.sequence + 1 {
+                result = Err(Step::Gap {
+                    at: self.position.sequence,
+                    next: entry.sequence,
+                });
+                break;
+            }
+            if entry.kind == EntryKind::Update {
+                let Some(record) = super::log::RecordBuilder::from_payload(&entry.payload) else {
+                    self.save(applied).await?;
+                    return Err(FeedError::Malformed("update payload"));
+                };
+                store
+                    .commit_record(record)
+                    .await
+                    .map_err(|e| FeedError::Local(e.to_string()))?;
+            }
+            self.position.sequence = entry.sequence;
+            applied += 1;
+        }
+        self.save(applied).await?;
+        match result {
+            Ok(()) => Ok(Step::Applied {
+                entries: applied,
+                to: self.position.sequence,
+            }),
+            Err(gap) => Ok(gap),
+        }
+    }
+
+    /// Records the position once the records before it are durable (each commit above
+    /// returned only after its fsync).
+    async fn save(&self, applied: usize) -> Result<(), FeedError> {
+        if applied == 0 {
+            return Ok(());
+        }
+        let (position, dir) = (self.position, self.dir.clone());
+        tokio::task::spawn_blocking(move || position.store(&dir))
+            .await
+            .map_err(|e| FeedError::Local(e.to_string()))?
+            .map_err(|e| FeedError::Local(format!("feed position: {e}")))
+    }
+}
+
+/// Entries read per `XREAD`.
+const READ_COUNT: usize = 128;
 
 #[cfg(test)]
 mod tests {

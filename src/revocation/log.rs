@@ -138,6 +138,29 @@ impl RecordBuilder {
         self.payload.len()
     }
 
+    /// A builder holding a record payload that came from elsewhere (the shared feed), if it
+    /// decodes whole under the same rules as a record read back from disk: a payload that does
+    /// not is refused, never partly applied.
+    pub fn from_payload(payload: &[u8]) -> Option<RecordBuilder> {
+        let mut slots = Vec::new();
+        decode_payload(payload, &mut slots)?;
+        Some(RecordBuilder {
+            payload: payload.to_vec(),
+            count: u32_at(payload, 0)?,
+            slots,
+        })
+    }
+
+    /// The payload as it would be written (entry count in front), for the shared feed.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut payload = self.payload.clone();
+        if payload.is_empty() {
+            payload.extend_from_slice(&[0; 4]);
+        }
+        payload[..4].copy_from_slice(&self.count.to_le_bytes());
+        payload
+    }
+
     /// The record's bytes and its slots.
     pub fn finish(mut self) -> (Vec<u8>, Vec<Slot>) {
         if self.payload.is_empty() {
@@ -424,6 +447,30 @@ mod tests {
             before: Some(at),
             at,
         }
+    }
+
+    #[test]
+    fn a_payload_rebuilds_the_same_record_and_damage_is_refused() {
+        let mut builder = RecordBuilder::default();
+        for e in [entry("a", 1), entry("b", 2)] {
+            builder.push(&e);
+        }
+        let payload = builder.payload();
+        let rebuilt = RecordBuilder::from_payload(&payload).unwrap();
+        assert_eq!(rebuilt.len(), 2);
+        assert_eq!(rebuilt.finish(), builder.finish());
+        // An empty request is a valid (empty) record.
+        let empty = RecordBuilder::default().payload();
+        assert!(RecordBuilder::from_payload(&empty).unwrap().is_empty());
+        // A truncated payload, a count that does not match, an invalid kind: refused whole.
+        assert!(RecordBuilder::from_payload(&payload[..payload.len() - 1]).is_none());
+        let mut wrong_count = payload.clone();
+        wrong_count[0] = 3;
+        assert!(RecordBuilder::from_payload(&wrong_count).is_none());
+        let mut bad_kind = payload.clone();
+        bad_kind[4] = 7;
+        assert!(RecordBuilder::from_payload(&bad_kind).is_none());
+        assert!(RecordBuilder::from_payload(&[]).is_none());
     }
 
     #[test]
