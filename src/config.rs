@@ -56,7 +56,7 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Choice<T> {
 pub enum RevocationFeed {
     /// This instance's durable log only.
     None,
-    /// A Redis stream shared by several instances (not supported by this build).
+    /// A Redis stream shared by several instances (`revocation.redis_url`).
     Redis,
 }
 
@@ -204,9 +204,18 @@ impl Default for PolicyConfig {
 pub struct RevocationConfig {
     pub data_dir: PathBuf,
     pub feed: Choice<RevocationFeed>,
-    /// Parsed and checked, not yet read: with the only feed this build supports (`none`, this
-    /// instance's own log) the list is always current. It takes its meaning with the shared
-    /// revocation feed (issue 17): data older than this makes verdicts `status_undetermined`.
+    /// With `feed = "redis"`: the feed's own Redis (it must persist: `appendonly yes`).
+    pub redis_url: String,
+    /// The stream's key (the feed's other keys are named after it).
+    pub feed_stream: String,
+    /// How often an instance confirms it is caught up with the feed (its blocking read's
+    /// timeout); staleness is measured from the last confirmation.
+    pub feed_heartbeat_ms: u64,
+    /// Accept a feed Redis without an append-only file (tests and demos only).
+    pub feed_allow_volatile: bool,
+    /// With `feed = "redis"`: once the last confirmed feed position is older than this,
+    /// would-be-`valid` items are `status_undetermined` and status answers `undetermined`.
+    /// With `feed = "none"` the local log is authoritative and always current.
     pub max_staleness_s: i64,
     /// When the log has grown by this many bytes since the last snapshot, a background
     /// compaction folds it into a new snapshot.
@@ -220,6 +229,10 @@ impl Default for RevocationConfig {
         RevocationConfig {
             data_dir: "idgate-data".into(),
             feed: Choice::new(RevocationFeed::None),
+            redis_url: String::new(),
+            feed_stream: "idgate:revocations".into(),
+            feed_heartbeat_ms: 1000,
+            feed_allow_volatile: false,
             max_staleness_s: 300,
             snapshot_log_bytes: 256 << 20,
             max_admin_body_bytes: 1 << 30,
@@ -331,6 +344,8 @@ pub struct Settings {
     pub replay_capacity: usize,
     /// `Some` with `replay.backend = "redis"`.
     pub replay_redis: Option<RedisReplayOptions>,
+    /// `Some` with `revocation.feed = "redis"`.
+    pub revocation_feed: Option<FeedOptions>,
     pub admin_token_sha256: Option<[u8; 32]>,
     pub log_level: LogLevel,
     pub log_json: bool,
@@ -482,12 +497,7 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
     if config.revocation.max_admin_body_bytes == 0 {
         problems.push("revocation.max_admin_body_bytes must be greater than 0".into());
     }
-    if config.revocation.feed.get("revocation.feed", &mut problems) == Some(&RevocationFeed::Redis)
-    {
-        problems.push(
-            "revocation.feed = \"redis\" is not supported by this build; use \"none\"".into(),
-        );
-    }
+    let revocation_feed = feed_options(config, &mut problems);
     let replay_redis = redis_replay(config, base, &mut problems);
     let log_level = config.log.level.get("log.level", &mut problems).copied();
     let log_format = config.log.format.get("log.format", &mut problems).copied();
@@ -587,10 +597,59 @@ fn check(config: &Config, base: &Path) -> Result<Settings, ConfigError> {
         max_admin_body_bytes: config.revocation.max_admin_body_bytes,
         replay_capacity: config.replay.capacity,
         replay_redis,
+        revocation_feed,
         admin_token_sha256,
         log_level: log_level.unwrap_or(LogLevel::Info),
         log_json: log_format == Some(LogFormat::Json),
         tenants,
+    })
+}
+
+/// The shared revocation feed's settings (`revocation.feed = "redis"`).
+#[derive(Clone, Debug)]
+pub struct FeedOptions {
+    pub url: String,
+    pub stream: String,
+    pub heartbeat: Duration,
+    pub allow_volatile: bool,
+}
+
+/// `[revocation]` with `feed = "redis"`, checked; `None` for the local log alone.
+fn feed_options(config: &Config, problems: &mut Vec<String>) -> Option<FeedOptions> {
+    let revocation = &config.revocation;
+    let feed = revocation.feed.get("revocation.feed", problems).copied();
+    if feed != Some(RevocationFeed::Redis) {
+        if !revocation.redis_url.is_empty() {
+            problems
+                .push("revocation.redis_url is set but revocation.feed is not \"redis\"".into());
+        }
+        return None;
+    }
+    let url = revocation.redis_url.as_str();
+    if url.is_empty() {
+        problems.push("revocation.feed = \"redis\" needs revocation.redis_url".into());
+    } else if !url.starts_with("redis://") || redis::Client::open(url).is_err() {
+        problems.push(
+            "revocation.redis_url must be a URL like redis://127.0.0.1:6379 (redis://[user:password@]host:port[/db]); rediss:// is not supported for the feed yet".into(),
+        );
+    }
+    if revocation.feed_stream.is_empty() || revocation.feed_stream.len() > 256 {
+        problems.push("revocation.feed_stream must be 1 to 256 bytes".into());
+    }
+    if !(50..=60_000).contains(&revocation.feed_heartbeat_ms) {
+        problems.push("revocation.feed_heartbeat_ms must be between 50 and 60000".into());
+    }
+    if revocation.feed_heartbeat_ms >= config.revocation.max_staleness_s.saturating_mul(1000) as u64
+    {
+        problems.push(
+            "revocation.feed_heartbeat_ms must be less than revocation.max_staleness_s".into(),
+        );
+    }
+    Some(FeedOptions {
+        url: url.to_string(),
+        stream: revocation.feed_stream.clone(),
+        heartbeat: Duration::from_millis(revocation.feed_heartbeat_ms),
+        allow_volatile: revocation.feed_allow_volatile,
     })
 }
 

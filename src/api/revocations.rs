@@ -41,13 +41,30 @@ pub(super) async fn post_revocations(
         .finish()
         .map_err(|error| ApiError::BadRequest(format!("nothing applied: {error}")))?;
     let items = record.len();
-    gateway
-        .revocations()
-        .commit_record(record)
-        .await
-        .map_err(|error| ApiError::Unavailable(format!("nothing applied: {error}")))?;
+    let sequence = match gateway.feed() {
+        // Shared: answered once the feed's Redis holds it; every instance applies it from
+        // there, this one included.
+        Some(feed) => {
+            let deadline = std::time::Instant::now() + gateway.settings().request_timeout * 3 / 4;
+            let sequence = feed.publish(&record, deadline).await.map_err(|error| {
+                ApiError::Unavailable(format!(
+                    "the revocation feed did not confirm the update ({error}); it may or may not have been applied: send it again (applying twice is harmless)"
+                ))
+            })?;
+            Some(sequence)
+        }
+        None => {
+            gateway
+                .revocations()
+                .commit_record(record)
+                .await
+                .map_err(|error| ApiError::Unavailable(format!("nothing applied: {error}")))?;
+            None
+        }
+    };
+    let feed = sequence.map_or(String::new(), |n| format!(",\"feed_sequence\":{n}"));
     let body = format!(
-        "{{\"applied\":{items},\"entries\":{}}}",
+        "{{\"applied\":{items},\"entries\":{}{feed}}}",
         gateway.revocations().list().len()
     );
     Ok(Handled {

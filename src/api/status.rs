@@ -103,7 +103,7 @@ pub(super) async fn status(gateway: &Gateway, request: Request) -> Result<Handle
             let now = unix_now();
             let current = list.is_current(now);
             let mut out = Vec::with_capacity(48 + items * 64);
-            let _ = write!(out, "{{\"as_of\":{now},\"results\":[");
+            let _ = write!(out, "{{\"as_of\":{},\"results\":[", list.as_of(now));
             let mut first = true;
             for (kind, ids) in [(Kind::Subject, &subjects), (Kind::Credential, &credentials)] {
                 for index in 0..ids.len() {

@@ -22,12 +22,14 @@
 //!   the old one in force.
 
 pub mod coalesce;
+pub mod feed;
 pub mod tenants;
 mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -57,6 +59,8 @@ pub enum StartError {
     Pool(String),
     #[error(transparent)]
     Replay(#[from] RedisStartError),
+    #[error(transparent)]
+    Feed(#[from] feed::FeedStartError),
 }
 
 /// The replay store behind the verifier's `ReplayGuard` seam: answered at once (memory) or
@@ -102,6 +106,8 @@ struct Inner {
     verifier: Verifier,
     trust: ArcSwap<TrustContext>,
     revocations: RevocationStore,
+    /// With `revocation.feed = "redis"`.
+    feed: Option<feed::Feed>,
     replay: Replay,
     tenants: Tenants,
     metrics: Metrics,
@@ -128,6 +134,19 @@ impl Gateway {
         let store = TrustStore::load(&settings.trust_jwks)?;
         let (revocations, recovery) =
             RevocationStore::open(&settings.data_dir, settings.snapshot_log_bytes)?;
+        let (feed, applied) = match &settings.revocation_feed {
+            Some(options) => {
+                let (feed, applied) = feed::Feed::open(
+                    options,
+                    &revocations,
+                    settings.max_staleness_s,
+                    settings.request_timeout.min(Duration::from_secs(2)),
+                )
+                .await?;
+                (Some(feed), Some(applied))
+            }
+            None => (None, None),
+        };
         let engine = Engine::new(&EngineConfig {
             threads: settings.verify_threads,
             ..EngineConfig::default()
@@ -156,6 +175,7 @@ impl Gateway {
             verifier: Verifier::new(Arc::new(engine), Limits::default()),
             trust: ArcSwap::from_pointee(TrustContext::new(store, settings.cache_bytes)),
             revocations,
+            feed,
             replay,
             tenants,
             metrics,
@@ -168,7 +188,15 @@ impl Gateway {
             coalescer: std::sync::OnceLock::new(),
             settings,
         };
-        Ok((Gateway(Arc::new(inner)), recovery))
+        let gateway = Gateway(Arc::new(inner));
+        if let (Some(feed), Some(applied)) = (&gateway.0.feed, applied) {
+            feed.spawn_applier(
+                Arc::downgrade(&gateway.0),
+                |inner| &inner.revocations,
+                applied,
+            );
+        }
+        Ok((gateway, recovery))
     }
 
     /// The configuration it was opened with.
@@ -187,6 +215,11 @@ impl Gateway {
     /// The revocation list and its durable log.
     pub fn revocations(&self) -> &RevocationStore {
         &self.0.revocations
+    }
+
+    /// The shared revocation feed, with `revocation.feed = "redis"`.
+    pub fn feed(&self) -> Option<&feed::Feed> {
+        self.0.feed.as_ref()
     }
 
     /// Forgets replay entries that expired by `now` (the sweeper).
@@ -268,13 +301,20 @@ impl Gateway {
     }
 
     /// Ready to serve: started, not draining, and (with Redis) every node has a checked
-    /// connection — an instance that can only answer `replay_unavailable` is not ready.
+    /// connection — an instance that can only answer `replay_unavailable` is not ready — and
+    /// (with a shared revocation feed) caught up with it.
     pub fn is_ready(&self) -> bool {
         let redis_ok = match &self.0.replay {
             Replay::Memory(_) => true,
             Replay::Redis(redis) => redis.is_ready(),
         };
-        self.0.ready.load(Ordering::SeqCst) && redis_ok
+        // With a shared feed: caught up, and confirmed recently enough to answer.
+        let feed_ok = self.0.feed.is_none()
+            || crate::verify::RevocationSource::is_current(
+                self.0.revocations.list().as_ref(),
+                unix_now(),
+            );
+        self.0.ready.load(Ordering::SeqCst) && redis_ok && feed_ok
     }
 
     /// Tracks open client connections (the metric).

@@ -523,7 +523,7 @@ impl Applier {
 }
 
 /// Entries read per `XREAD`.
-const READ_COUNT: usize = 128;
+pub const READ_COUNT: usize = 128;
 
 #[cfg(test)]
 mod tests {

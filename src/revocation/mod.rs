@@ -64,11 +64,25 @@ impl Entry {
 }
 
 /// The in-memory revocation list. Share it behind an `Arc`.
-#[derive(Default)]
 pub struct RevocationList {
     table: Table,
     /// Wall-clock time of the last applied update (`idgate_revocation_last_update_timestamp_seconds`).
     last_update: AtomicI64,
+    /// With a shared feed: when this instance last confirmed it had applied everything the
+    /// feed held (unix seconds; 0: never). [`LOCAL`] without one: the local log is
+    /// authoritative.
+    confirmed_at: AtomicI64,
+    /// With a shared feed: how old a confirmation may be before the list is not current.
+    max_staleness_s: AtomicI64,
+}
+
+/// `confirmed_at` of a list that follows no feed.
+const LOCAL: i64 = i64::MAX;
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        RevocationList::from_table(Table::default(), 0)
+    }
 }
 
 impl std::fmt::Debug for RevocationList {
@@ -102,6 +116,30 @@ impl RevocationList {
         RevocationList {
             table,
             last_update: AtomicI64::new(last_update),
+            confirmed_at: AtomicI64::new(LOCAL),
+            max_staleness_s: AtomicI64::new(0),
+        }
+    }
+
+    /// From now on the list is current only while a feed confirmation is at most
+    /// `max_staleness_s` old; until the first one it is not current.
+    pub fn follow_feed(&self, max_staleness_s: i64) {
+        self.max_staleness_s
+            .store(max_staleness_s, Ordering::Relaxed);
+        self.confirmed_at.store(0, Ordering::Relaxed);
+    }
+
+    /// The feed applier confirmed, at `at`, that everything the feed held is applied.
+    pub fn confirm_feed(&self, at: i64) {
+        self.confirmed_at.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// What the list's answers are as of: `now` for a local list, the last feed confirmation
+    /// for a list that follows a feed (0 if none yet).
+    pub fn as_of(&self, now: i64) -> i64 {
+        match self.confirmed_at.load(Ordering::Relaxed) {
+            LOCAL => now,
+            at => at,
         }
     }
 
@@ -205,9 +243,13 @@ impl RevocationSource for RevocationList {
         worst
     }
 
-    fn is_current(&self, _now: i64) -> bool {
-        // A local list is authoritative: every acknowledged update is already applied.
-        true
+    fn is_current(&self, now: i64) -> bool {
+        // A local list is authoritative: every acknowledged update is already applied. One
+        // that follows a feed is current while its last confirmation is recent enough.
+        match self.confirmed_at.load(Ordering::Relaxed) {
+            LOCAL => true,
+            at => now.saturating_sub(at) <= self.max_staleness_s.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -296,6 +296,11 @@ impl RevocationStore {
             .map_err(CommitError::Io)
     }
 
+    /// The revocation directory (`<data_dir>/revocations`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The in-memory list (for lookups).
     pub fn list(&self) -> &Arc<RevocationList> {
         &self.list

@@ -33,6 +33,8 @@ pub struct Options {
     /// More lines for the `[replay]` section (e.g. `backend = "redis"` and its settings; see
     /// `common::redis::replay_settings`).
     pub replay_extra: String,
+    /// Extra `[revocation]` lines (e.g. the shared feed's settings).
+    pub revocation_extra: String,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             verify_threads: 2,
             request_timeout_ms: 30_000,
             replay_extra: String::new(),
+            revocation_extra: String::new(),
         }
     }
 }
@@ -73,6 +76,7 @@ jwks = "trust.jwks.json"
 
 [revocation]
 data_dir = "data"
+{revocation_extra}
 
 [replay]
 capacity = {replay}
@@ -104,6 +108,7 @@ allow_status_queries = true
         coalesce = options.coalesce_max_items,
         replay = options.replay_capacity,
         replay_extra = options.replay_extra,
+        revocation_extra = options.revocation_extra,
         rate = options.rate_limit_items_per_s,
         admin = hex::encode(Sha256::digest(ADMIN_TOKEN)),
         bank = hex::encode(Sha256::digest(API_KEY)),
