@@ -105,7 +105,9 @@ impl Feed {
         };
         store.list().follow_feed(max_staleness_s);
         let (sender, applied) = watch::channel(start.sequence);
-        let publisher = Publisher::new(connection, keys.clone(), timeout);
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| FeedStartError::Unreachable(kind(&e)))?;
+        let publisher = Publisher::reconnecting(client, connection, keys.clone(), timeout);
         Ok((
             Feed {
                 publisher,

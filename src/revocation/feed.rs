@@ -107,10 +107,13 @@ impl FeedKeys {
     }
 }
 
-/// Appends entries to the feed.
+/// Appends entries to the feed. Cheap to clone (the clones share one connection).
 #[derive(Clone)]
 pub struct Publisher {
-    connection: MultiplexedConnection,
+    /// The connection in use; `None` after a fault, until the next attempt reconnects.
+    connection: std::sync::Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+    /// Where to reconnect; `None` for a publisher on a given connection only (tests).
+    client: Option<redis::Client>,
     keys: FeedKeys,
     /// The bound on one attempt.
     attempt_timeout: Duration,
@@ -132,9 +135,54 @@ impl Publisher {
         attempt_timeout: Duration,
     ) -> Publisher {
         Publisher {
-            connection,
+            connection: std::sync::Arc::new(tokio::sync::Mutex::new(Some(connection))),
+            client: None,
             keys,
             attempt_timeout,
+        }
+    }
+
+    /// A publisher that replaces its connection after a fault (a timeout or a broken
+    /// connection) by connecting to `client` again on its next attempt.
+    pub fn reconnecting(
+        client: redis::Client,
+        connection: MultiplexedConnection,
+        keys: FeedKeys,
+        attempt_timeout: Duration,
+    ) -> Publisher {
+        Publisher {
+            client: Some(client),
+            ..Publisher::new(connection, keys, attempt_timeout)
+        }
+    }
+
+    /// The connection to use for one attempt, connecting if the last one was dropped.
+    async fn connection(&self, bound: Duration) -> Result<MultiplexedConnection, FeedError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let Some(client) = &self.client else {
+            return Err(FeedError::Redis("the connection was lost".into()));
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(None);
+        let connection = tokio::time::timeout(
+            bound,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| FeedError::Timeout(bound))?
+        .map_err(|e| redis_error(&e))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Drops the connection after a fault, so the next attempt makes a new one.
+    async fn fault(&self) {
+        if self.client.is_some() {
+            *self.connection.lock().await = None;
         }
     }
 
@@ -170,7 +218,18 @@ impl Publisher {
                 return Err(last);
             }
             let bound = self.attempt_timeout.min(deadline - now);
-            let mut connection = self.connection.clone();
+            let mut connection = match self.connection(bound).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    last = error;
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+            };
             let mut command = redis::cmd("EVAL");
             command
                 .arg(PUBLISH)
@@ -184,8 +243,18 @@ impl Publisher {
             let attempt = command.query_async::<u64>(&mut connection);
             match tokio::time::timeout(bound, attempt).await {
                 Ok(Ok(sequence)) => return Ok(sequence),
-                Ok(Err(error)) => last = redis_error(&error),
-                Err(_) => last = FeedError::Timeout(bound),
+                Ok(Err(error)) => {
+                    // An error reply (it has a code) leaves the connection usable; anything
+                    // else (I/O, a broken connection) does not.
+                    if error.code().is_none() {
+                        self.fault().await;
+                    }
+                    last = redis_error(&error);
+                }
+                Err(_) => {
+                    self.fault().await;
+                    last = FeedError::Timeout(bound);
+                }
             }
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             pause = (pause * 2).min(Duration::from_millis(200));
