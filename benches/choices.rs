@@ -852,6 +852,7 @@ fn gauges() -> Gauges {
         connections_open: 64,
         ready: true,
         redis: None,
+        revocation_feed: None,
     }
 }
 

@@ -362,6 +362,9 @@ pub struct Gauges {
     pub ready: bool,
     /// With `replay.backend = "redis"`: its nodes by state.
     pub redis: Option<RedisNodes>,
+    /// With `revocation.feed = "redis"`: the last applied sequence number and the last
+    /// confirmation that nothing was left unread (unix seconds; 0: none yet).
+    pub revocation_feed: Option<(u64, i64)>,
 }
 
 /// All counters and histograms.
@@ -710,6 +713,25 @@ impl Metrics {
             "idgate_trust_reloads_total{{result=\"error\"}} {}",
             self.trust_reloads_error.load(Ordering::Relaxed)
         );
+        if let Some((applied, confirmed)) = gauges.revocation_feed {
+            family(
+                &mut out,
+                "idgate_revocation_feed_applied_sequence",
+                "gauge",
+                "Sequence number of the last revocation feed entry this instance applied.",
+            );
+            let _ = writeln!(out, "idgate_revocation_feed_applied_sequence {applied}");
+            family(
+                &mut out,
+                "idgate_revocation_feed_confirmed_timestamp_seconds",
+                "gauge",
+                "When this instance last confirmed it had applied everything the feed held (0: not yet); staleness is measured from it.",
+            );
+            let _ = writeln!(
+                out,
+                "idgate_revocation_feed_confirmed_timestamp_seconds {confirmed}"
+            );
+        }
         self.replay.render(&mut out, gauges.redis);
         out
     }

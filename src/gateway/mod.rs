@@ -335,8 +335,14 @@ impl Gateway {
             Replay::Memory(store) => (store.len() as u64, store.capacity() as u64, None),
             Replay::Redis(redis) => (0, 0, Some(redis.nodes())),
         };
+        let revocation_feed = self
+            .0
+            .feed
+            .as_ref()
+            .map(|feed| (feed.applied(), self.0.revocations.list().as_of(0)));
         Gauges {
             redis,
+            revocation_feed,
             verify_pending_items: self.0.pending.current.load(Ordering::Relaxed) as u64,
             replay_entries,
             replay_capacity,
