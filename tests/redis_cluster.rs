@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::Scheme;
-use common::gateway::{Client, Options, TestGateway};
+use common::gateway::{Client, Options, TestGateway, eventually, readyz};
 use common::http;
 use common::redis::{self, RedisCluster};
 use idgate::clock::unix_now;
@@ -142,21 +142,6 @@ fn sixty_four_concurrent_requests_over_two_gateways_on_a_cluster_yield_exactly_o
             63,
             "round {round}: {outcomes:?}"
         );
-    }
-}
-
-fn readyz(gateway: &TestGateway) -> u16 {
-    http::request(gateway.operator, "GET", "/readyz", &[], b"")
-        .unwrap()
-        .status
-}
-
-/// Polls `condition` every 20 ms until it holds; panics with `what` after `within`.
-fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -21,6 +21,16 @@ async fn connect(url: &str) -> ::redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
+/// A publisher on stream `feed` of `server`, each attempt bounded by `attempt`.
+fn publisher_on(
+    rt: &tokio::runtime::Runtime,
+    server: &RedisServer,
+    attempt: Duration,
+) -> Publisher {
+    let url = server.url();
+    rt.block_on(async { Publisher::new(connect(&url).await, FeedKeys::new("feed"), attempt) })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,15 +138,8 @@ fn a_publish_stuck_in_a_stopped_server_lands_exactly_once() {
         return;
     }
     let server = RedisServer::start();
-    let url = server.url();
     let rt = runtime();
-    let publisher = rt.block_on(async {
-        Publisher::new(
-            connect(&url).await,
-            FeedKeys::new("feed"),
-            Duration::from_millis(150),
-        )
-    });
+    let publisher = publisher_on(&rt, &server, Duration::from_millis(150));
     server.pause();
     let resumer = std::thread::scope(|scope| {
         let handle = scope.spawn(|| {
@@ -164,15 +167,8 @@ fn a_publish_past_its_deadline_reports_failure_in_time() {
         return;
     }
     let server = RedisServer::start();
-    let url = server.url();
     let rt = runtime();
-    let publisher = rt.block_on(async {
-        Publisher::new(
-            connect(&url).await,
-            FeedKeys::new("feed"),
-            Duration::from_millis(100),
-        )
-    });
+    let publisher = publisher_on(&rt, &server, Duration::from_millis(100));
     server.pause();
     let started = Instant::now();
     let result = rt.block_on(publisher.publish(

@@ -10,8 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Scheme;
-use common::gateway::{Client, Options, TestGateway, write_config};
-use common::http;
+use common::gateway::{Client, Options, TestGateway, eventually, readyz, write_config};
 use common::redis::{self, RedisServer};
 use idgate::clock::unix_now;
 
@@ -21,21 +20,6 @@ fn feed_options(url: &str, max_staleness_s: i64) -> Options {
             "feed = \"redis\"\nredis_url = \"{url}\"\nfeed_heartbeat_ms = 200\nmax_staleness_s = {max_staleness_s}\n"
         ),
         ..Options::default()
-    }
-}
-
-fn readyz(gateway: &impl Client) -> u16 {
-    http::request(gateway.operator(), "GET", "/readyz", &[], b"")
-        .unwrap()
-        .status
-}
-
-/// Polls `condition` every 5 ms until it holds; panics with `what` after `within`.
-fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

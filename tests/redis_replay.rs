@@ -16,7 +16,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::Scheme;
-use common::gateway::{Client, Options, TestGateway, spawn_serve, write_config};
+use common::gateway::{
+    Client, Options, TestGateway, eventually, readyz, spawn_serve, write_config,
+};
 use common::http;
 use common::redis::{self, RedisServer};
 use idgate::clock::unix_now;
@@ -36,21 +38,6 @@ fn fresh(scheme: &mut Scheme) -> String {
     // `Scheme` stamps KB-JWTs `now - 2`.
     scheme.now = unix_now() + 2;
     scheme.present("1012345678", "card-0001")
-}
-
-fn readyz(gateway: &impl Client) -> u16 {
-    http::request(gateway.operator(), "GET", "/readyz", &[], b"")
-        .unwrap()
-        .status
-}
-
-/// Polls `condition` every 20 ms until it holds; panics with `what` after `within`.
-fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn wait_ready(gateway: &impl Client) {

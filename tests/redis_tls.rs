@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Scheme;
-use common::gateway::{Client, Options, TestGateway};
-use common::http;
+use common::gateway::{Client, Options, TestGateway, readyz};
 use common::redis;
 
 /// A `redis-server` with its plain port off and a TLS port on; killed when dropped.
@@ -161,12 +160,6 @@ fn gateway(scheme: &Scheme, replay: String) -> TestGateway {
             ..Options::default()
         },
     )
-}
-
-fn readyz(gateway: &TestGateway) -> u16 {
-    http::request(gateway.operator(), "GET", "/readyz", &[], b"")
-        .unwrap()
-        .status
 }
 
 #[test]

@@ -396,3 +396,19 @@ impl Drop for BinaryGateway {
         let _ = self.child.wait();
     }
 }
+
+/// `GET /readyz` on the operator port: its status code.
+pub fn readyz(gateway: &impl Client) -> u16 {
+    http::request(gateway.operator(), "GET", "/readyz", &[], b"")
+        .unwrap()
+        .status
+}
+
+/// Polls `condition` every 5 ms until it holds; panics with `what` after `within`.
+pub fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
