@@ -213,6 +213,9 @@ pub struct RevocationConfig {
     pub feed_heartbeat_ms: u64,
     /// Accept a feed Redis without an append-only file (tests and demos only).
     pub feed_allow_volatile: bool,
+    /// How often the lock holder writes a shared snapshot (after which the stream is trimmed
+    /// behind the older of the two snapshots kept).
+    pub feed_snapshot_s: u64,
     /// With `feed = "redis"`: once the last confirmed feed position is older than this,
     /// would-be-`valid` items are `status_undetermined` and status answers `undetermined`.
     /// With `feed = "none"` the local log is authoritative and always current.
@@ -233,6 +236,7 @@ impl Default for RevocationConfig {
             feed_stream: "idgate:revocations".into(),
             feed_heartbeat_ms: 1000,
             feed_allow_volatile: false,
+            feed_snapshot_s: 300,
             max_staleness_s: 300,
             snapshot_log_bytes: 256 << 20,
             max_admin_body_bytes: 1 << 30,
@@ -612,6 +616,7 @@ pub struct FeedOptions {
     pub stream: String,
     pub heartbeat: Duration,
     pub allow_volatile: bool,
+    pub snapshot_every: Duration,
 }
 
 /// `[revocation]` with `feed = "redis"`, checked; `None` for the local log alone.
@@ -639,6 +644,9 @@ fn feed_options(config: &Config, problems: &mut Vec<String>) -> Option<FeedOptio
     if !(50..=60_000).contains(&revocation.feed_heartbeat_ms) {
         problems.push("revocation.feed_heartbeat_ms must be between 50 and 60000".into());
     }
+    if !(1..=86_400).contains(&revocation.feed_snapshot_s) {
+        problems.push("revocation.feed_snapshot_s must be between 1 and 86400".into());
+    }
     if revocation.feed_heartbeat_ms >= config.revocation.max_staleness_s.saturating_mul(1000) as u64
     {
         problems.push(
@@ -650,6 +658,7 @@ fn feed_options(config: &Config, problems: &mut Vec<String>) -> Option<FeedOptio
         stream: revocation.feed_stream.clone(),
         heartbeat: Duration::from_millis(revocation.feed_heartbeat_ms),
         allow_volatile: revocation.feed_allow_volatile,
+        snapshot_every: Duration::from_secs(revocation.feed_snapshot_s),
     })
 }
 

@@ -286,7 +286,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
             buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -362,9 +362,27 @@ pub struct Gauges {
     pub ready: bool,
     /// With `replay.backend = "redis"`: its nodes by state.
     pub redis: Option<RedisNodes>,
-    /// With `revocation.feed = "redis"`: the last applied sequence number and the last
-    /// confirmation that nothing was left unread (unix seconds; 0: none yet).
-    pub revocation_feed: Option<(u64, i64)>,
+    /// With `revocation.feed = "redis"`.
+    pub revocation_feed: Option<FeedGauges>,
+}
+
+/// The shared revocation feed as one instance sees it (times are unix seconds, 0: none yet).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FeedGauges {
+    /// The last applied sequence number.
+    pub applied: u64,
+    /// The last confirmation that nothing was left unread.
+    pub confirmed: i64,
+    pub entries_applied: u64,
+    pub gaps_repaired: u64,
+    pub imports_applied: u64,
+    /// When this instance last applied an entry.
+    pub last_entry: i64,
+    /// The lock holder's clock in the newest heartbeat applied.
+    pub last_heartbeat: i64,
+    /// Creation time of the newest shared snapshot seen.
+    pub snapshot_created: i64,
+    pub lock_holder: bool,
 }
 
 /// All counters and histograms.
@@ -381,6 +399,8 @@ pub struct Metrics {
     trust_reloads_ok: AtomicU64,
     trust_reloads_error: AtomicU64,
     coalesced_batches: AtomicU64,
+    /// `POST /admin/v1/revocations` with a feed: from the publish to the feed's acknowledgement.
+    pub feed_publish: Histogram,
     /// Shared with the replay store.
     pub replay: Arc<ReplayMetrics>,
 }
@@ -411,6 +431,7 @@ impl Metrics {
             trust_reloads_ok: AtomicU64::new(0),
             trust_reloads_error: AtomicU64::new(0),
             coalesced_batches: AtomicU64::new(0),
+            feed_publish: Histogram::new(ROUND_TRIP_BUCKETS),
             replay: Arc::default(),
         }
     }
@@ -713,7 +734,63 @@ impl Metrics {
             "idgate_trust_reloads_total{{result=\"error\"}} {}",
             self.trust_reloads_error.load(Ordering::Relaxed)
         );
-        if let Some((applied, confirmed)) = gauges.revocation_feed {
+        if let Some(feed) = gauges.revocation_feed {
+            let (applied, confirmed) = (feed.applied, feed.confirmed);
+            for (name, kind, help, value) in [
+                (
+                    "idgate_revocation_feed_entries_applied_total",
+                    "counter",
+                    "Revocation feed entries applied by this instance (updates, heartbeats, import commits).",
+                    feed.entries_applied as i64,
+                ),
+                (
+                    "idgate_revocation_feed_gaps_repaired_total",
+                    "counter",
+                    "Gaps in the feed (trimmed entries, or joining with an empty directory) repaired from a shared snapshot.",
+                    feed.gaps_repaired as i64,
+                ),
+                (
+                    "idgate_revocation_feed_imports_applied_total",
+                    "counter",
+                    "Bulk imports applied from the feed.",
+                    feed.imports_applied as i64,
+                ),
+                (
+                    "idgate_revocation_feed_last_entry_timestamp_seconds",
+                    "gauge",
+                    "When this instance last applied a feed entry (0: never); lag = time() - this.",
+                    feed.last_entry,
+                ),
+                (
+                    "idgate_revocation_feed_heartbeat_timestamp_seconds",
+                    "gauge",
+                    "The lock holder's clock in the newest heartbeat this instance applied (0: none yet); lag = time() - this.",
+                    feed.last_heartbeat,
+                ),
+                (
+                    "idgate_revocation_feed_snapshot_timestamp_seconds",
+                    "gauge",
+                    "Creation time of the newest shared snapshot this instance wrote, loaded or saw (0: none).",
+                    feed.snapshot_created,
+                ),
+                (
+                    "idgate_revocation_feed_lock_holder",
+                    "gauge",
+                    "1 while this instance holds the feed's lock (writes heartbeats and shared snapshots).",
+                    i64::from(feed.lock_holder),
+                ),
+            ] {
+                family(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+            family(
+                &mut out,
+                "idgate_revocation_feed_publish_seconds",
+                "histogram",
+                "Admin revocation writes: time until the feed's Redis acknowledged the entry.",
+            );
+            self.feed_publish
+                .render(&mut out, "idgate_revocation_feed_publish_seconds", "");
             family(
                 &mut out,
                 "idgate_revocation_feed_applied_sequence",

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{self, RedisServer};
+use idgate::clock::unix_now;
 use idgate::id::Id;
 use idgate::revocation::feed::{
     self, Applier, EntryKind, FeedKeys, Persistence, Position, Publisher, Step,
@@ -117,7 +118,7 @@ fn a_repeated_token_appends_nothing_and_returns_the_first_number() {
             .await
             .unwrap();
         let other = publisher
-            .publish(EntryKind::Heartbeat, b"", deadline)
+            .publish(EntryKind::Heartbeat, &heartbeat(), deadline)
             .await
             .unwrap();
         let again = publisher
@@ -290,7 +291,7 @@ fn instances_apply_the_feed_in_order_resume_after_a_restart_and_never_skip() {
                 .unwrap();
         }
         publisher
-            .publish(EntryKind::Heartbeat, b"", deadline)
+            .publish(EntryKind::Heartbeat, &heartbeat(), deadline)
             .await
             .unwrap();
 
@@ -378,4 +379,9 @@ fn instances_apply_the_feed_in_order_resume_after_a_restart_and_never_skip() {
             62
         );
     });
+}
+
+/// A heartbeat's payload: the holder's clock, unix milliseconds (little-endian).
+fn heartbeat() -> [u8; 8] {
+    (unix_now() * 1000).to_le_bytes()
 }

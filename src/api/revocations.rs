@@ -46,7 +46,10 @@ pub(super) async fn post_revocations(
         // there, this one included.
         Some(feed) => {
             let deadline = std::time::Instant::now() + gateway.settings().request_timeout * 3 / 4;
-            let sequence = feed.publish(&record, deadline).await.map_err(|error| {
+            let published = feed
+                .publish(&record, deadline, &gateway.metrics().feed_publish)
+                .await;
+            let sequence = published.map_err(|error| {
                 ApiError::Unavailable(format!(
                     "the revocation feed did not confirm the update ({error}); it may or may not have been applied: send it again (applying twice is harmless)"
                 ))

@@ -63,6 +63,16 @@ enum RevocationsCommand {
         /// The gateway's data directory (`revocation.data_dir`).
         #[arg(long, default_value = "idgate-data", value_name = "DIR")]
         data_dir: PathBuf,
+        /// Publish the file to a shared revocation feed instead (`revocation.redis_url`):
+        /// every running instance applies it, all entries at once. Gateways keep running.
+        #[arg(long, value_name = "redis://HOST:PORT")]
+        feed: Option<String>,
+        /// The feed's stream key (`revocation.feed_stream`).
+        #[arg(long, default_value = "idgate:revocations", value_name = "KEY")]
+        feed_stream: String,
+        /// Accept a feed Redis without an append-only file (tests and demos only).
+        #[arg(long)]
+        feed_allow_volatile: bool,
     },
     /// Print counts by kind, status and reason (read-only; safe while a gateway runs).
     Stats {
@@ -154,8 +164,20 @@ pub fn main() -> ExitCode {
         Some(Command::Verify(args)) => verify::run_verify(&args),
         Some(Command::VerifySignatures(args)) => verify::run_verify_signatures(&args),
         Some(Command::Revocations {
-            action: RevocationsCommand::Import { file, data_dir },
-        }) => revocations::import(&file, &data_dir),
+            action:
+                RevocationsCommand::Import {
+                    file,
+                    data_dir,
+                    feed,
+                    feed_stream,
+                    feed_allow_volatile,
+                },
+        }) => match feed {
+            Some(url) => {
+                revocations::import_to_feed(&file, &url, &feed_stream, feed_allow_volatile)
+            }
+            None => revocations::import(&file, &data_dir),
+        },
         Some(Command::Revocations {
             action: RevocationsCommand::Stats { data_dir, json },
         }) => revocations::stats(&data_dir, json),

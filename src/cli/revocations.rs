@@ -27,6 +27,67 @@ pub fn import(file: &Path, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Publishes a JSON Lines file to the shared feed: chunks of at most 8 MiB stored beside the
+/// stream, then one commit entry that names them (appended only if every chunk is there).
+/// Every instance applies the whole file when it reads the commit; before it, no instance
+/// applies any of it.
+pub fn import_to_feed(file: &Path, url: &str, stream: &str, allow_volatile: bool) -> Result<()> {
+    use crate::revocation::feed::{FeedKeys, Persistence, Publisher};
+    use crate::revocation::feed_share::{ImportCommit, pack};
+    use std::time::{Duration, Instant};
+
+    if !url.starts_with("redis://") {
+        anyhow::bail!("--feed must be a URL like redis://127.0.0.1:6379");
+    }
+    let started = Instant::now();
+    let slots = crate::revocation::import::parse_file(file)?;
+    let parsed = started.elapsed();
+    let (chunks, chunked) = pack(&slots);
+    drop(slots);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sequence = runtime.block_on(async {
+        // The error's kind only: its text may quote a URL with a password.
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--feed: {:?}", e.kind()))?;
+        let mut connection = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the feed's Redis did not answer within 5 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach the feed's Redis: {:?}", e.kind()))?;
+        let persistence = Persistence::read(&mut connection).await?;
+        persistence.check(allow_volatile).map_err(anyhow::Error::msg)?;
+        let keys = FeedKeys::new(stream);
+        let publisher =
+            Publisher::reconnecting(client, connection, keys.clone(), Duration::from_secs(10));
+        let id: [u8; 16] = rand::random();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for (index, chunk) in chunks.iter().enumerate() {
+            publisher
+                .put_chunk(&keys.import_chunk(&id, index as u32), chunk, deadline)
+                .await
+                .with_context(|| format!("storing chunk {index}; nothing was committed"))?;
+        }
+        let commit = ImportCommit { id, chunked };
+        publisher
+            .commit_import(&commit, deadline)
+            .await
+            .context("committing the import (if it timed out, it may or may not have been committed: running the import again is harmless)")
+    })?;
+    println!(
+        "published {} entries from {} to the feed in {:.2} s ({:.2} s parsing): {} chunks, commit entry {sequence}; every instance applies them when it reads that entry",
+        chunked.entries,
+        file.display(),
+        started.elapsed().as_secs_f64(),
+        parsed.as_secs_f64(),
+        chunked.chunks,
+    );
+    Ok(())
+}
+
 /// Prints counts by kind, status and reason (read-only: safe beside a running gateway).
 pub fn stats(data_dir: &Path, json: bool) -> Result<()> {
     let dir = revocation_dir(data_dir);

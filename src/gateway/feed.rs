@@ -7,7 +7,8 @@
 //! - The list follows the feed: it is current only while the applier has confirmed, within
 //!   `max_staleness_s`, that it holds everything the stream holds.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -16,8 +17,10 @@ use tokio::sync::watch;
 use crate::clock::unix_now;
 use crate::config::FeedOptions;
 use crate::revocation::feed::{
-    self, Applier, EntryKind, FeedError, FeedKeys, Persistence, Position, Publisher, Step,
+    self, Applier, EntryKind, FeedError, FeedKeys, FeedStats, Persistence, Position, Publisher,
+    Repair, Step,
 };
+use crate::revocation::feed_share;
 use crate::revocation::log::RecordBuilder;
 use crate::revocation::store::RevocationStore;
 
@@ -38,6 +41,7 @@ pub struct Feed {
     keys: FeedKeys,
     start: Position,
     options: FeedOptions,
+    stats: Arc<FeedStats>,
 }
 
 /// How long a publishing instance waits for its own applier before answering.
@@ -115,6 +119,7 @@ impl Feed {
                 keys,
                 start,
                 options: options.clone(),
+                stats: Arc::default(),
             },
             sender,
         ))
@@ -128,11 +133,15 @@ impl Feed {
         &self,
         record: &RecordBuilder,
         deadline: Instant,
+        acknowledged: &crate::metrics::Histogram,
     ) -> Result<u64, FeedError> {
-        let sequence = self
+        let started = Instant::now();
+        let published = self
             .publisher
             .publish(EntryKind::Update, &record.payload(), deadline)
-            .await?;
+            .await;
+        acknowledged.observe(started.elapsed().as_secs_f64());
+        let sequence = published?;
         let mut applied = self.applied.clone();
         let _ = tokio::time::timeout(OWN_APPLY_WAIT, applied.wait_for(|n| *n >= sequence)).await;
         Ok(sequence)
@@ -141,6 +150,88 @@ impl Feed {
     /// The last sequence number this instance applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The applier's and the lock's counters.
+    pub fn stats(&self) -> &FeedStats {
+        &self.stats
+    }
+
+    /// Runs the lock loop until the gateway is gone: every heartbeat, take or renew the feed's
+    /// lock; while held, append a heartbeat entry (the holder's clock). Every instance also
+    /// reads the newest shared snapshot's age. The applier writes snapshots while the lock is
+    /// held ([`FeedStats::lock_holder`]).
+    fn spawn_holder<G: Send + Sync + 'static>(&self, owner: Weak<G>) {
+        let options = self.options.clone();
+        let keys = self.keys.clone();
+        let publisher = self.publisher.clone();
+        let stats = Arc::clone(&self.stats);
+        let token: [u8; 16] = rand::random();
+        let ttl = (options.heartbeat * 5).max(Duration::from_secs(3));
+        tokio::spawn(async move {
+            let mut connection: Option<MultiplexedConnection> = None;
+            let mut ticker = tokio::time::interval(options.heartbeat);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if owner.strong_count() == 0 {
+                    stats.lock_holder.store(false, Ordering::Relaxed);
+                    return;
+                }
+                if connection.is_none() {
+                    connection = connect(
+                        &options.url,
+                        options.heartbeat.max(Duration::from_millis(250)),
+                    )
+                    .await
+                    .ok();
+                }
+                let Some(conn) = connection.as_mut() else {
+                    stats.lock_holder.store(false, Ordering::Relaxed);
+                    continue;
+                };
+                let bound = options.heartbeat.max(Duration::from_millis(250));
+                let held = tokio::time::timeout(
+                    bound,
+                    feed_share::hold_lock(conn, &keys, &token, ttl.as_millis() as u64),
+                )
+                .await;
+                let held = match held {
+                    Ok(Ok(held)) => held,
+                    _ => {
+                        connection = None;
+                        stats.lock_holder.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let was = stats.lock_holder.swap(held, Ordering::Relaxed);
+                if held != was {
+                    tracing::info!(
+                        held,
+                        "revocation feed: lock (heartbeats and shared snapshots) {}",
+                        if held { "taken" } else { "released" }
+                    );
+                }
+                if held {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    let _ = publisher
+                        .publish(
+                            EntryKind::Heartbeat,
+                            &now_ms.to_le_bytes(),
+                            Instant::now() + bound,
+                        )
+                        .await;
+                } else if let Ok(Ok(Some(manifest))) =
+                    tokio::time::timeout(bound, feed_share::newest_manifest(conn, &keys)).await
+                {
+                    stats
+                        .snapshot_created
+                        .fetch_max(manifest.created, Ordering::Relaxed);
+                }
+            }
+        });
     }
 
     /// Runs the applier until the gateway is gone: reads the stream from the recorded
@@ -152,16 +243,20 @@ impl Feed {
         store_of: fn(&G) -> &RevocationStore,
         applied: watch::Sender<u64>,
     ) {
+        self.spawn_holder(owner.clone());
         let options = self.options.clone();
         let keys = self.keys.clone();
         let start = self.start;
+        let stats = Arc::clone(&self.stats);
         tokio::spawn(async move {
             let Some(gateway) = owner.upgrade() else {
                 return;
             };
             let dir = revocation_dir_of(store_of(&gateway));
             drop(gateway);
-            let mut applier = Applier::new(keys, dir, start);
+            let mut applier = Applier::with_stats(keys.clone(), dir, start, Arc::clone(&stats));
+            let snapshotting = Arc::new(AtomicBool::new(false));
+            let mut last_snapshot: Option<(Instant, u64)> = None;
             let mut connection: Option<MultiplexedConnection> = None;
             let mut pause = Duration::from_millis(50);
             let mut reported_gap = false;
@@ -206,15 +301,63 @@ impl Feed {
                         if entries < feed::READ_COUNT {
                             store_of(&gateway).list().confirm_feed(read_started);
                         }
+                        let due = last_snapshot.is_none_or(|(at, position)| {
+                            at.elapsed() >= options.snapshot_every && to > position
+                        });
+                        if stats.lock_holder.load(Ordering::Relaxed)
+                            && due
+                            && !snapshotting.swap(true, Ordering::AcqRel)
+                        {
+                            last_snapshot = Some((Instant::now(), to));
+                            spawn_snapshot(
+                                store_of(&gateway),
+                                to,
+                                &options,
+                                &keys,
+                                Arc::clone(&stats),
+                                Arc::clone(&snapshotting),
+                            );
+                        }
                     }
                     Ok(Ok(Step::Gap { at, next })) => {
                         if !reported_gap {
-                            tracing::error!(
+                            tracing::warn!(
                                 at,
                                 next,
-                                "revocation feed: entries after {at} are gone from the stream (trimmed while this instance was away); status_undetermined until repaired from a snapshot"
+                                "revocation feed: entries after {at} are gone from the stream (trimmed while this instance was away, or it joins with an empty directory); status_undetermined until repaired from a shared snapshot"
                             );
                             reported_gap = true;
+                        }
+                        let repair = tokio::time::timeout(
+                            Duration::from_secs(120),
+                            applier.repair(conn, store_of(&gateway), next - 1),
+                        )
+                        .await;
+                        match repair {
+                            Ok(Ok(Repair::Repaired { to, entries })) => {
+                                tracing::info!(
+                                    to,
+                                    entries,
+                                    "revocation feed: repaired from a shared snapshot"
+                                );
+                                reported_gap = false;
+                                let _ = applied.send(to);
+                                continue;
+                            }
+                            Ok(Ok(Repair::NoSnapshot)) => {
+                                tracing::error!(
+                                    needed = next - 1,
+                                    "revocation feed: no shared snapshot covers the missing entries; status_undetermined until one is written"
+                                );
+                            }
+                            Ok(Err(error)) => {
+                                tracing::warn!(%error, "revocation feed: repair failed; retrying");
+                                connection = None;
+                            }
+                            Err(_) => {
+                                tracing::warn!("revocation feed: repair timed out; retrying");
+                                connection = None;
+                            }
                         }
                         drop(gateway);
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -236,6 +379,62 @@ impl Feed {
             }
         });
     }
+}
+
+/// Captures the list as it stands at `position` (the applier is between steps, so exactly the
+/// entries up to it are applied) and writes it as a shared snapshot on a task of its own;
+/// the stream is then trimmed behind the older snapshot kept.
+fn spawn_snapshot(
+    store: &RevocationStore,
+    position: u64,
+    options: &FeedOptions,
+    keys: &FeedKeys,
+    stats: Arc<FeedStats>,
+    running: Arc<AtomicBool>,
+) {
+    let capture = store.list().table().capture();
+    let (url, keys) = (options.url.clone(), keys.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let slots = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for shard in &capture {
+                all.extend_from_slice(&shard.sorted());
+            }
+            all
+        })
+        .await;
+        let result = match (slots, connect(&url, Duration::from_secs(2)).await) {
+            (Ok(slots), Ok(mut connection)) => tokio::time::timeout(
+                Duration::from_secs(300),
+                feed_share::publish_snapshot(&mut connection, &keys, position, &slots, unix_now()),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+            (Err(error), _) => Err(error.to_string()),
+            (_, Err(error)) => Err(error.to_string()),
+        };
+        match result {
+            Ok(published) => {
+                stats
+                    .snapshot_created
+                    .fetch_max(published.manifest.created, Ordering::Relaxed);
+                tracing::info!(
+                    position,
+                    entries = published.manifest.chunked.entries,
+                    chunks = published.manifest.chunked.chunks,
+                    trimmed_to = published.trimmed_to,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "revocation feed: shared snapshot written"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, position, "revocation feed: shared snapshot failed; the stream is not trimmed")
+            }
+        }
+        running.store(false, Ordering::Release);
+    });
 }
 
 fn revocation_dir_of(store: &RevocationStore) -> std::path::PathBuf {

@@ -335,11 +335,22 @@ impl Gateway {
             Replay::Memory(store) => (store.len() as u64, store.capacity() as u64, None),
             Replay::Redis(redis) => (0, 0, Some(redis.nodes())),
         };
-        let revocation_feed = self
-            .0
-            .feed
-            .as_ref()
-            .map(|feed| (feed.applied(), self.0.revocations.list().as_of(0)));
+        let revocation_feed = self.0.feed.as_ref().map(|feed| {
+            let stats = feed.stats();
+            let load = |v: &std::sync::atomic::AtomicI64| v.load(Ordering::Relaxed);
+            let count = |v: &AtomicU64| v.load(Ordering::Relaxed);
+            crate::metrics::FeedGauges {
+                applied: feed.applied(),
+                confirmed: self.0.revocations.list().as_of(0),
+                entries_applied: count(&stats.entries_applied),
+                gaps_repaired: count(&stats.gaps_repaired),
+                imports_applied: count(&stats.imports_applied),
+                last_entry: load(&stats.last_entry_at),
+                last_heartbeat: load(&stats.last_heartbeat),
+                snapshot_created: load(&stats.snapshot_created),
+                lock_holder: stats.lock_holder.load(Ordering::Relaxed),
+            }
+        });
         Gauges {
             redis,
             revocation_feed,

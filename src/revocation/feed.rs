@@ -7,6 +7,8 @@
 //! - A publish carries a 16-byte token; repeating the call with the same token (after an
 //!   ambiguous timeout) returns the sequence number of the first append and appends nothing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -24,6 +26,25 @@ redis.call('SET', KEYS[3], n, 'EX', ARGV[3])
 return n
 ";
 
+/// Appends an import's commit entry only if every chunk it names exists (checked inside the
+/// same atomic call), and records the import so its chunks are deleted once a kept snapshot
+/// covers it. KEYS: stream, sequence key, token key, imports index, chunk keys…
+/// ARGV: payload, token TTL in seconds, index member.
+const COMMIT_IMPORT: &str = r"
+local existing = redis.call('GET', KEYS[3])
+if existing then return tonumber(existing) end
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    return redis.error_reply('IDGATE_CHUNK_MISSING an import chunk is gone')
+  end
+end
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], n .. '-0', 'k', 'm', 'r', ARGV[1])
+redis.call('ZADD', KEYS[4], n, ARGV[3])
+redis.call('SET', KEYS[3], n, 'EX', ARGV[2])
+return n
+";
+
 /// How long a publish token is remembered: far longer than any retry of it.
 const TOKEN_TTL_S: u64 = 86_400;
 
@@ -32,8 +53,10 @@ const TOKEN_TTL_S: u64 = 86_400;
 pub enum EntryKind {
     /// One admin request: a revocation log record payload.
     Update,
-    /// A liveness mark from the lock holder.
+    /// A liveness mark from the lock holder: its wall clock in milliseconds (8 bytes, LE).
     Heartbeat,
+    /// A bulk import's commit: its chunks (stored beside the stream) become visible at once.
+    ImportCommit,
 }
 
 impl EntryKind {
@@ -41,6 +64,7 @@ impl EntryKind {
         match self {
             EntryKind::Update => "u",
             EntryKind::Heartbeat => "h",
+            EntryKind::ImportCommit => "m",
         }
     }
 
@@ -48,6 +72,7 @@ impl EntryKind {
         match tag {
             b"u" => Some(EntryKind::Update),
             b"h" => Some(EntryKind::Heartbeat),
+            b"m" => Some(EntryKind::ImportCommit),
             _ => None,
         }
     }
@@ -72,9 +97,11 @@ pub enum FeedError {
     Malformed(&'static str),
     #[error("applying the feed locally failed: {0}")]
     Local(String),
+    #[error("the feed refused the write: {0}")]
+    Refused(&'static str),
 }
 
-fn redis_error(error: &redis::RedisError) -> FeedError {
+pub(super) fn redis_error(error: &redis::RedisError) -> FeedError {
     // The error's kind and code only: its detail may quote arguments.
     FeedError::Redis(format!("{:?} {}", error.kind(), error.code().unwrap_or("")))
 }
@@ -201,6 +228,76 @@ impl Publisher {
             .await
     }
 
+    /// Appends an import's commit entry (its chunks already stored under
+    /// [`FeedKeys::import_chunk`]). Retried like [`Publisher::publish`]; refused when a chunk
+    /// is missing.
+    pub async fn commit_import(
+        &self,
+        commit: &super::feed_share::ImportCommit,
+        deadline: Instant,
+    ) -> Result<u64, FeedError> {
+        let token: [u8; 16] = rand::rng().random();
+        let token_key = self.keys.token(&token);
+        let member = format!(
+            "{}:{}",
+            commit
+                .id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            commit.chunked.chunks
+        );
+        let payload = commit.encode();
+        self.run_retried(deadline, |command| {
+            command
+                .arg(COMMIT_IMPORT)
+                .arg(4 + commit.chunked.chunks as usize)
+                .arg(&self.keys.stream)
+                .arg(&self.keys.sequence)
+                .arg(&token_key)
+                .arg(self.keys.imports());
+            for index in 0..commit.chunked.chunks {
+                command.arg(self.keys.import_chunk(&commit.id, index));
+            }
+            command
+                .arg(payload.as_slice())
+                .arg(TOKEN_TTL_S)
+                .arg(&member);
+        })
+        .await
+    }
+
+    /// Stores one import chunk (not yet visible to anyone: only a commit entry makes it so).
+    pub async fn put_chunk(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<(), FeedError> {
+        let bound = self
+            .attempt_timeout
+            .max(Duration::from_secs(5))
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let mut connection = self.connection(bound).await?;
+        let mut command = redis::cmd("SET");
+        command
+            .arg(key)
+            .arg(bytes)
+            .arg("EX")
+            .arg(super::feed_share::IMPORT_CHUNK_TTL_S);
+        match tokio::time::timeout(bound, command.query_async::<()>(&mut connection)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                self.fault().await;
+                Err(redis_error(&error))
+            }
+            Err(_) => {
+                self.fault().await;
+                Err(FeedError::Timeout(bound))
+            }
+        }
+    }
+
     /// [`Publisher::publish`] with a given token (tests repeat a token by hand).
     pub async fn publish_with_token(
         &self,
@@ -210,6 +307,27 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<u64, FeedError> {
         let token_key = self.keys.token(token);
+        self.run_retried(deadline, |command| {
+            command
+                .arg(PUBLISH)
+                .arg(3)
+                .arg(&self.keys.stream)
+                .arg(&self.keys.sequence)
+                .arg(&token_key)
+                .arg(kind.tag())
+                .arg(payload)
+                .arg(TOKEN_TTL_S);
+        })
+        .await
+    }
+
+    /// Runs one idempotent `EVAL` (built by `build`) until it returns a sequence number or
+    /// `deadline` passes. A refusal by the script itself (`IDGATE_…`) is final.
+    async fn run_retried(
+        &self,
+        deadline: Instant,
+        build: impl Fn(&mut redis::Cmd),
+    ) -> Result<u64, FeedError> {
         let mut last = FeedError::Timeout(self.attempt_timeout);
         let mut pause = Duration::from_millis(10);
         loop {
@@ -231,18 +349,15 @@ impl Publisher {
                 }
             };
             let mut command = redis::cmd("EVAL");
-            command
-                .arg(PUBLISH)
-                .arg(3)
-                .arg(&self.keys.stream)
-                .arg(&self.keys.sequence)
-                .arg(&token_key)
-                .arg(kind.tag())
-                .arg(payload)
-                .arg(TOKEN_TTL_S);
+            build(&mut command);
             let attempt = command.query_async::<u64>(&mut connection);
             match tokio::time::timeout(bound, attempt).await {
                 Ok(Ok(sequence)) => return Ok(sequence),
+                Ok(Err(error)) if error.code() == Some("IDGATE_CHUNK_MISSING") => {
+                    return Err(FeedError::Refused(
+                        "a chunk of the import is gone (it expired or was trimmed); nothing was committed",
+                    ));
+                }
                 Ok(Err(error)) => {
                     // An error reply (it has a code) leaves the connection usable; anything
                     // else (I/O, a broken connection) does not.
@@ -494,6 +609,25 @@ pub async fn feed_epoch(
         .map_err(|_| FeedError::Malformed("feed epoch"))
 }
 
+/// Counters of one instance's applier, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Stream entries applied (every kind).
+    pub entries_applied: AtomicU64,
+    /// Gaps repaired from a shared snapshot (joining with an empty directory included).
+    pub gaps_repaired: AtomicU64,
+    /// Bulk imports applied from the feed.
+    pub imports_applied: AtomicU64,
+    /// Wall-clock seconds when this instance last applied an entry (0: never).
+    pub last_entry_at: AtomicI64,
+    /// The holder's clock (seconds) in the newest heartbeat applied (0: none yet).
+    pub last_heartbeat: AtomicI64,
+    /// Creation time of the newest shared snapshot this instance wrote or loaded (0: none).
+    pub snapshot_created: AtomicI64,
+    /// Whether this instance holds the feed's lock (writes heartbeats and snapshots).
+    pub lock_holder: AtomicBool,
+}
+
 /// What one read of the feed did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -504,6 +638,15 @@ pub enum Step {
     Gap { at: u64, next: u64 },
 }
 
+/// What a repair from a shared snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Loaded the snapshot at `to` (holding `entries`); the position is now `to`.
+    Repaired { to: u64, entries: u64 },
+    /// No shared snapshot covers the position needed: nothing changed.
+    NoSnapshot,
+}
+
 /// Applies the feed, in order, to one instance's store, and records how far it got.
 #[derive(Debug)]
 pub struct Applier {
@@ -511,16 +654,60 @@ pub struct Applier {
     /// The revocation directory, where `feed-position` lives.
     dir: std::path::PathBuf,
     position: Position,
+    stats: Arc<FeedStats>,
 }
 
 impl Applier {
     /// Starts from `position` (the recorded one, or the feed's epoch at sequence 0).
     pub fn new(keys: FeedKeys, dir: std::path::PathBuf, position: Position) -> Applier {
+        Applier::with_stats(keys, dir, position, Arc::default())
+    }
+
+    /// [`Applier::new`], counting into `stats`.
+    pub fn with_stats(
+        keys: FeedKeys,
+        dir: std::path::PathBuf,
+        position: Position,
+        stats: Arc<FeedStats>,
+    ) -> Applier {
         Applier {
             keys,
             dir,
             position,
+            stats,
         }
+    }
+
+    /// Brings the position past a gap (or to a first position, joining with an empty data
+    /// directory): loads the newest shared snapshot that covers at least `needed`, makes it
+    /// durable in `store` (folded into a local snapshot: an entry already newer locally keeps
+    /// winning), then records its position. The list stays as it was if none can be loaded.
+    pub async fn repair(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        store: &super::store::RevocationStore,
+        needed: u64,
+    ) -> Result<Repair, FeedError> {
+        let Some((manifest, slots)) =
+            super::feed_share::load_snapshot(connection, &self.keys, needed).await?
+        else {
+            return Ok(Repair::NoSnapshot);
+        };
+        let entries = slots.len() as u64;
+        store
+            .merge_slots(slots)
+            .await
+            .map_err(|e| FeedError::Local(e.to_string()))?;
+        self.position.sequence = manifest.position;
+        self.save(1).await?;
+        self.stats.gaps_repaired.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .snapshot_created
+            .fetch_max(manifest.created, Ordering::Relaxed);
+        Ok(Repair::Repaired {
+            to: manifest.position,
+            entries,
+        })
     }
 
     pub fn position(&self) -> Position {
@@ -554,18 +741,63 @@ impl Applier {
                 });
                 break;
             }
-            if entry.kind == EntryKind::Update {
-                let Some(record) = super::log::RecordBuilder::from_payload(&entry.payload) else {
-                    self.save(applied).await?;
-                    return Err(FeedError::Malformed("update payload"));
-                };
-                store
-                    .commit_record(record)
-                    .await
-                    .map_err(|e| FeedError::Local(e.to_string()))?;
+            match entry.kind {
+                EntryKind::Update => {
+                    let Some(record) = super::log::RecordBuilder::from_payload(&entry.payload)
+                    else {
+                        self.save(applied).await?;
+                        return Err(FeedError::Malformed("update payload"));
+                    };
+                    store
+                        .commit_record(record)
+                        .await
+                        .map_err(|e| FeedError::Local(e.to_string()))?;
+                }
+                EntryKind::Heartbeat => {
+                    let Ok(millis) = <[u8; 8]>::try_from(entry.payload.as_slice()) else {
+                        self.save(applied).await?;
+                        return Err(FeedError::Malformed("heartbeat payload"));
+                    };
+                    self.stats.last_heartbeat.fetch_max(
+                        i64::from_le_bytes(millis).div_euclid(1000),
+                        Ordering::Relaxed,
+                    );
+                }
+                EntryKind::ImportCommit => {
+                    let Some(commit) = super::feed_share::ImportCommit::decode(&entry.payload)
+                    else {
+                        self.save(applied).await?;
+                        return Err(FeedError::Malformed("import commit payload"));
+                    };
+                    let keys = &self.keys;
+                    let slots = super::feed_share::read_chunks(
+                        connection,
+                        |i| keys.import_chunk(&commit.id, i),
+                        &commit.chunked,
+                    )
+                    .await?;
+                    let Some(slots) = slots else {
+                        // Its chunks are gone: only a shared snapshot that covers the commit
+                        // can bring this instance past it.
+                        result = Err(Step::Gap {
+                            at: self.position.sequence,
+                            next: entry.sequence + 1,
+                        });
+                        break;
+                    };
+                    store
+                        .merge_slots(slots)
+                        .await
+                        .map_err(|e| FeedError::Local(e.to_string()))?;
+                    self.stats.imports_applied.fetch_add(1, Ordering::Relaxed);
+                }
             }
             self.position.sequence = entry.sequence;
             applied += 1;
+            self.stats.entries_applied.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_entry_at
+                .store(crate::clock::unix_now(), Ordering::Relaxed);
         }
         self.save(applied).await?;
         match result {

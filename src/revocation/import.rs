@@ -176,10 +176,35 @@ pub struct ImportSummary {
 
 /// Imports a JSON Lines file into `data_dir`: all entries, or none.
 pub fn import_file(file: &Path, data_dir: &Path) -> Result<ImportSummary, ImportError> {
-    const BLOCK: usize = 64 << 20;
     let started = Instant::now();
     let dir = revocation_dir(data_dir);
     let _lock = lock_dir(&dir)?;
+    let slots = parse_file(file)?;
+    let loaded = load(&dir, true)?;
+    let next = loaded.log.as_ref().map_or(0, |(_, n)| n + 1);
+    drop(loaded.log);
+    let list = loaded.list;
+    let applied = list.apply_slots(&slots);
+    let capture = list.table().capture();
+    let written =
+        snapshot::write(&dir, &capture, next, list.last_update()).map_err(ImportError::Write)?;
+    // The snapshot is durable: the segments it covers can go. Best effort: the next start
+    // removes any that are left, since the snapshot says it covers them.
+    let _ = remove_covered(&dir, next);
+    Ok(ImportSummary {
+        entries: slots.len(),
+        applied,
+        adverse: list.len(),
+        records: list.records(),
+        seconds: started.elapsed().as_secs_f64(),
+        snapshot_bytes: written.bytes,
+    })
+}
+
+/// Parses a whole JSON Lines file of entries into slots, in file order: all, or the first bad
+/// line's number.
+pub fn parse_file(file: &Path) -> Result<Vec<Slot>, ImportError> {
+    const BLOCK: usize = 64 << 20;
     let read_error = |source| ImportError::Read {
         path: file.display().to_string(),
         source,
@@ -217,26 +242,7 @@ pub fn import_file(file: &Path, data_dir: &Path) -> Result<ImportSummary, Import
             break;
         }
     }
-    drop(block);
-    let loaded = load(&dir, true)?;
-    let next = loaded.log.as_ref().map_or(0, |(_, n)| n + 1);
-    drop(loaded.log);
-    let list = loaded.list;
-    let applied = list.apply_slots(&slots);
-    let capture = list.table().capture();
-    let written =
-        snapshot::write(&dir, &capture, next, list.last_update()).map_err(ImportError::Write)?;
-    // The snapshot is durable: the segments it covers can go. Best effort: the next start
-    // removes any that are left, since the snapshot says it covers them.
-    let _ = remove_covered(&dir, next);
-    Ok(ImportSummary {
-        entries: slots.len(),
-        applied,
-        adverse: list.len(),
-        records: list.records(),
-        seconds: started.elapsed().as_secs_f64(),
-        snapshot_bytes: written.bytes,
-    })
+    Ok(slots)
 }
 
 #[cfg(test)]

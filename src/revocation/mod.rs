@@ -18,6 +18,7 @@
 
 pub mod entry;
 pub mod feed;
+pub mod feed_share;
 pub mod import;
 pub mod log;
 pub mod snapshot;

@@ -33,6 +33,34 @@ struct Commit {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// What the writer thread is asked to do.
+enum Job {
+    /// Append one record, then apply it (grouped with the other waiting commits).
+    Commit(Commit),
+    /// Fold a whole set of slots into a new snapshot, then apply them (a feed snapshot or a
+    /// bulk import that arrived through the shared feed).
+    Merge {
+        slots: Vec<Slot>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Hands the writer the job `make` builds around its answer channel and waits for the answer.
+async fn send_job(
+    sender: &mpsc::Sender<Job>,
+    make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job,
+) -> Result<(), CommitError> {
+    let (done, answer) = oneshot::channel();
+    sender
+        .send(make(done))
+        .await
+        .map_err(|_| CommitError::Closed)?;
+    answer
+        .await
+        .map_err(|_| CommitError::Closed)?
+        .map_err(CommitError::Io)
+}
+
 /// Why an update was not made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -60,7 +88,7 @@ pub struct StoreStats {
 /// The store. Share it behind an `Arc`.
 pub struct RevocationStore {
     list: Arc<RevocationList>,
-    commits: Mutex<Option<mpsc::Sender<Commit>>>,
+    commits: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     dir: PathBuf,
@@ -280,20 +308,24 @@ impl RevocationStore {
     /// Makes a built record durable, then applies it. Returns once both are done.
     pub async fn commit_record(&self, builder: RecordBuilder) -> Result<(), CommitError> {
         let sender = self.commits.lock().clone().ok_or(CommitError::Closed)?;
-        let (done, answer) = oneshot::channel();
         let (record, slots) = builder.finish();
-        sender
-            .send(Commit {
+        send_job(&sender, |done| {
+            Job::Commit(Commit {
                 record,
                 slots,
                 done,
             })
-            .await
-            .map_err(|_| CommitError::Closed)?;
-        answer
-            .await
-            .map_err(|_| CommitError::Closed)?
-            .map_err(CommitError::Io)
+        })
+        .await
+    }
+
+    /// Makes `slots` durable and applies them all at once: the writer seals the log, writes
+    /// a snapshot of the list with `slots` folded in (the same rule as applying them: the newer
+    /// `at` wins), and only once that snapshot is durable applies them to the list. Used for
+    /// sets too large for one log record: a shared feed snapshot, a bulk import from the feed.
+    pub async fn merge_slots(&self, slots: Vec<Slot>) -> Result<(), CommitError> {
+        let sender = self.commits.lock().clone().ok_or(CommitError::Closed)?;
+        send_job(&sender, |done| Job::Merge { slots, done }).await
     }
 
     /// The revocation directory (`<data_dir>/revocations`).
@@ -345,15 +377,28 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, mut receiver: mpsc::Receiver<Commit>) {
-        while let Some(first) = receiver.blocking_recv() {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Job>) {
+        let mut held: Option<Job> = None;
+        while let Some(job) = held.take().or_else(|| receiver.blocking_recv()) {
+            let first = match job {
+                Job::Commit(commit) => commit,
+                Job::Merge { slots, done } => {
+                    let _ = done.send(self.merge(&slots));
+                    continue;
+                }
+            };
             let mut group = vec![first];
             let mut bytes = group[0].record.len();
             while bytes < GROUP_BYTES {
                 match receiver.try_recv() {
-                    Ok(commit) => {
+                    Ok(Job::Commit(commit)) => {
                         bytes += commit.record.len();
                         group.push(commit);
+                    }
+                    Ok(merge) => {
+                        // Handled after this group, in arrival order.
+                        held = Some(merge);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -384,6 +429,51 @@ impl Writer {
         if let Some(running) = self.snapshot.take() {
             let _ = running.join();
         }
+    }
+
+    /// [`RevocationStore::merge_slots`]: a synchronous snapshot with `slots` folded in, then
+    /// the list updated. Nothing is applied if the snapshot could not be made durable.
+    fn merge(&mut self, slots: &[Slot]) -> Result<(), String> {
+        if let Some(running) = self.snapshot.take() {
+            let _ = running.join();
+        }
+        let next = self.segment + 1;
+        let (log, _, _) = Log::open(&segment_path(&self.dir, next)).map_err(|e| e.to_string())?;
+        self.log = log;
+        self.segment = next;
+        self.since_snapshot = 0;
+        let started = Instant::now();
+        let shards: Vec<Vec<Slot>> = {
+            use rayon::prelude::*;
+            self.list
+                .table()
+                .capture()
+                .par_iter()
+                .map(super::table::ShardCapture::sorted)
+                .collect()
+        };
+        let merged = super::table::Table::from_shards(shards)
+            .map_err(|e| format!("shard {}: {}", e.shard, e.reason))?;
+        merged.apply(slots);
+        let written = snapshot::write(&self.dir, &merged.capture(), next, super::unix_now())
+            .map_err(|e| format!("writing the merged snapshot: {e}"))?;
+        drop(merged);
+        let removed = remove_covered(&self.dir, next).unwrap_or(0);
+        let stats = &self.stats;
+        stats.log_bytes.fetch_sub(
+            removed.min(stats.log_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        stats.snapshot_bytes.store(written.bytes, Ordering::Relaxed);
+        stats
+            .last_snapshot_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats
+            .last_snapshot_at
+            .store(super::unix_now(), Ordering::Relaxed);
+        stats.snapshots_ok.fetch_add(1, Ordering::Relaxed);
+        self.list.apply_slots(slots);
+        Ok(())
     }
 
     /// Seals the current segment, captures the list exactly as the sealed segments leave it, and

@@ -187,6 +187,22 @@ pub trait Client {
     }
 }
 
+/// A running gateway known only by its addresses (to drive it from another thread).
+#[derive(Clone, Copy, Debug)]
+pub struct Addresses {
+    pub public: SocketAddr,
+    pub operator: SocketAddr,
+}
+
+impl Client for Addresses {
+    fn public(&self) -> SocketAddr {
+        self.public
+    }
+    fn operator(&self) -> SocketAddr {
+        self.operator
+    }
+}
+
 /// A gateway in this process.
 pub struct TestGateway {
     pub public: SocketAddr,
