@@ -184,7 +184,7 @@ fn a_publish_past_its_deadline_reports_failure_in_time() {
 }
 
 /// A feed Redis without an append-only file is refused unless volatility is allowed; with one,
-/// its `appendfsync` is reported as the server has it.
+/// its `appendfsync` is reported as the server has it. One that may evict is refused always.
 #[test]
 fn a_feed_redis_without_aof_is_refused_unless_volatile_is_allowed() {
     if !redis::available() {
@@ -192,6 +192,8 @@ fn a_feed_redis_without_aof_is_refused_unless_volatile_is_allowed() {
     }
     let volatile = RedisServer::start();
     let durable = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let evicting =
+        RedisServer::start_with(&["--appendonly", "yes", "--maxmemory-policy", "allkeys-lru"]);
     runtime().block_on(async {
         let found = Persistence::read(&mut connect(&volatile.url()).await)
             .await
@@ -208,10 +210,24 @@ fn a_feed_redis_without_aof_is_refused_unless_volatile_is_allowed() {
             found,
             Persistence {
                 appendonly: true,
-                appendfsync: "always".into()
+                appendfsync: "always".into(),
+                eviction: "noeviction".into(),
             }
         );
         assert!(found.check(false).is_ok());
+
+        // A policy that evicts is refused, volatile allowed or not.
+        let evicting = Persistence::read(&mut connect(&evicting.url()).await)
+            .await
+            .unwrap();
+        assert_eq!(evicting.eviction, "allkeys-lru");
+        for allow_volatile in [false, true] {
+            let refusal = evicting.check(allow_volatile).unwrap_err();
+            assert!(
+                refusal.contains("maxmemory-policy allkeys-lru"),
+                "{refusal}"
+            );
+        }
     });
 }
 
@@ -378,6 +394,30 @@ fn instances_apply_the_feed_in_order_resume_after_a_restart_and_never_skip() {
                 .sequence,
             62
         );
+
+        // The feed's Redis comes back empty, and two updates are published before B reads
+        // again: their sequence numbers (1, 2) lie below B's position (61). B notices the new
+        // epoch, reads the new feed from its start, and applies both instead of skipping them.
+        server.cli(&["FLUSHALL"]);
+        for n in [100, 101] {
+            publisher
+                .publish(EntryKind::Update, &update(n), deadline)
+                .await
+                .unwrap();
+        }
+        let step = b_feed
+            .step(&mut b_conn, &b, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(step, Step::NewEpoch);
+        let renewed = Position::load(&revocation_dir(b_dir.path()))
+            .unwrap()
+            .unwrap();
+        assert_ne!(renewed.epoch, epoch);
+        assert_eq!(renewed.sequence, 0);
+        catch_up(&mut b_feed, &mut b_conn, &b, 2).await;
+        assert!(revoked(&b, 100) && revoked(&b, 101));
+        assert_eq!(b.list().len(), 62, "what B held before the loss stays");
     });
 }
 

@@ -319,6 +319,12 @@ impl Feed {
                             );
                         }
                     }
+                    Ok(Ok(Step::NewEpoch)) => {
+                        tracing::error!(
+                            "revocation feed: the feed's Redis holds a different feed (it came back empty, or is another server); reading the new feed from its start, and updates acknowledged before it was lost are only on the instances that applied them"
+                        );
+                        let _ = applied.send(0);
+                    }
                     Ok(Ok(Step::Gap { at, next })) => {
                         if !reported_gap {
                             tracing::warn!(

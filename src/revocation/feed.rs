@@ -383,6 +383,9 @@ pub struct Persistence {
     pub appendonly: bool,
     /// `always`, `everysec` or `no`, as the server reports it.
     pub appendfsync: String,
+    /// `maxmemory-policy`: anything but `noeviction` may drop a feed key under memory
+    /// pressure (the stream, its sequence, a snapshot), which is a lost revocation.
+    pub eviction: String,
 }
 
 impl Persistence {
@@ -391,7 +394,8 @@ impl Persistence {
         let mut pipe = redis::pipe();
         pipe.cmd("CONFIG").arg("GET").arg("appendonly");
         pipe.cmd("CONFIG").arg("GET").arg("appendfsync");
-        let (appendonly, appendfsync): (Value, Value) = pipe
+        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        let (appendonly, appendfsync, eviction): (Value, Value, Value) = pipe
             .query_async(connection)
             .await
             .map_err(|e| redis_error(&e))?;
@@ -408,12 +412,21 @@ impl Persistence {
                 == "yes",
             appendfsync: value(&appendfsync)
                 .ok_or(FeedError::Malformed("CONFIG GET appendfsync"))?,
+            eviction: value(&eviction)
+                .ok_or(FeedError::Malformed("CONFIG GET maxmemory-policy"))?,
         })
     }
 
     /// The start-up rule: a feed whose Redis does not write an append-only file could lose
     /// acknowledged revocations, so it is refused unless `feed_allow_volatile` (tests, demos).
+    /// An evicting `maxmemory-policy` is refused always: it loses data while running.
     pub fn check(&self, allow_volatile: bool) -> Result<(), String> {
+        if self.eviction != "noeviction" {
+            return Err(format!(
+                "the revocation feed's Redis has maxmemory-policy {}: it may evict a feed key (a lost revocation) under memory pressure; set maxmemory-policy noeviction on that server",
+                self.eviction
+            ));
+        }
         if self.appendonly || allow_volatile {
             return Ok(());
         }
@@ -636,6 +649,11 @@ pub enum Step {
     /// The entry after `at` is missing from the stream (the next one there is `next`):
     /// nothing after `at` was applied. The caller repairs from a snapshot.
     Gap { at: u64, next: u64 },
+    /// The feed's epoch is not the one the position belongs to (its Redis came back empty, or
+    /// is another server): the position is now the new epoch's start, nothing was applied, and
+    /// the next step reads the new feed from its first entry (entries this instance already
+    /// holds are applied again, which is harmless).
+    NewEpoch,
 }
 
 /// What a repair from a shared snapshot did.
@@ -723,6 +741,14 @@ impl Applier {
         store: &super::store::RevocationStore,
         block: Duration,
     ) -> Result<Step, FeedError> {
+        // Checked before every read: a feed made anew numbers its entries from 1 again, and
+        // reading it after the old position would skip them.
+        let epoch = feed_epoch(connection, &self.keys).await?;
+        if epoch != self.position.epoch {
+            self.position = Position { epoch, sequence: 0 };
+            self.save(1).await?;
+            return Ok(Step::NewEpoch);
+        }
         let entries = read_after(
             connection,
             &self.keys,
