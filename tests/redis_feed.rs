@@ -128,6 +128,17 @@ fn a_repeated_token_appends_nothing_and_returns_the_first_number() {
         assert_eq!((first, other, again), (1, 2, 1));
     });
     assert_eq!(server.cli(&["XLEN", "feed"]).trim(), "2");
+    // A write's token is remembered for a day; a heartbeat's for a minute (they come every
+    // second).
+    let mut ttls: Vec<i64> = server
+        .cli(&["KEYS", "feed:req:*"])
+        .lines()
+        .map(|key| server.cli(&["TTL", key.trim()]).trim().parse().unwrap())
+        .collect();
+    ttls.sort_unstable();
+    assert_eq!(ttls.len(), 2, "{ttls:?}");
+    assert!((1..=60).contains(&ttls[0]), "{ttls:?}");
+    assert!(ttls[1] > 86_000, "{ttls:?}");
 }
 
 /// The first attempt reaches a stopped server and times out; the server resumes while the

@@ -48,6 +48,16 @@ return n
 /// How long a publish token is remembered: far longer than any retry of it.
 const TOKEN_TTL_S: u64 = 86_400;
 
+/// How long a publish token is remembered: a day for writes; a minute for heartbeats, which
+/// are retried only within one heartbeat and come every second (a day of them would be 86,400
+/// keys).
+fn token_ttl_s(kind: EntryKind) -> u64 {
+    match kind {
+        EntryKind::Heartbeat => 60,
+        _ => TOKEN_TTL_S,
+    }
+}
+
 /// What a stream entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -316,7 +326,7 @@ impl Publisher {
                 .arg(&token_key)
                 .arg(kind.tag())
                 .arg(payload)
-                .arg(TOKEN_TTL_S);
+                .arg(token_ttl_s(kind));
         })
         .await
     }
