@@ -73,4 +73,11 @@ if command -v redis-server >/dev/null; then
 else
   echo "(skipped: redis-server is not installed)"
 fi
+step "shared revocation feed (issue 17): propagation, the busy instance, a 10M import"
+if command -v redis-server >/dev/null; then
+  ./target/release/loadtest --feed --duration 10 --warmup 2 --rounds 8 --no-ceiling \
+    --json "$out/feed.json" 2>&1 | tee "$out/feed.txt"
+else
+  echo "(skipped: redis-server is not installed)"
+fi
 step "done: $out"

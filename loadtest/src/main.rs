@@ -11,13 +11,15 @@
 //! This file holds the flags and the run's outline; each step lives in its own module:
 //! `scenario` (what each scenario sends), `target` (the gateway), `redis` (its redis-server
 //! with `--replay redis`), `phases` (one measured phase), `metrics_check` and `wrk_checks` (the
-//! cross-checks), `report`, `slo` (the verdict).
+//! cross-checks), `report`, `slo` (the verdict); `feed` (`--feed`, the shared revocation
+//! feed's figures).
 #![forbid(unsafe_code)]
 // A tool, not a request path: setup failures should stop loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod ceiling;
 mod corpus;
+mod feed;
 mod load;
 mod metrics_check;
 mod phases;
@@ -159,6 +161,18 @@ struct Args {
     /// (`SET idgate:replay:<16 bytes> 1 NX PXAT`) and report Redis's memory per key.
     #[arg(long, value_name = "N", default_value_t = 0)]
     redis_fill: u64,
+    /// Measure the shared revocation feed instead of the scenarios: two spawned gateways on a
+    /// redis-server of this run's own (append-only file on); propagation A → B under
+    /// --feed-rate updates/s, verify:256 on B with and without them (--rounds rounds), and a
+    /// --feed-import entry import (see loadtest/README.md). Implies --spawn.
+    #[arg(long)]
+    feed: bool,
+    /// With --feed: revocation updates per second posted to A.
+    #[arg(long, value_name = "N", default_value_t = 1000.0)]
+    feed_rate: f64,
+    /// With --feed: entries in the bulk import (0: none).
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    feed_import: usize,
 }
 
 /// `--replay`.
@@ -191,6 +205,14 @@ fn refusal(args: &Args) -> Option<&'static str> {
         Some("--redis-fill needs --replay redis")
     } else if two && (args.wrk || args.stall_ms.is_some()) {
         Some("--wrk and --stall-ms take one --replay backend")
+    } else if args.feed && (args.target.is_some() || args.replay != [ReplayBackend::Memory]) {
+        Some(
+            "--feed spawns its own two gateways (memory replay stores); it takes no --target or --replay",
+        )
+    } else if args.feed && !(args.feed_rate > 100.0 && args.feed_rate <= 100_000.0) {
+        Some(
+            "--feed-rate must be above 100 (the probes alone send 100 updates/s) and at most 100000",
+        )
     } else if args.rounds == 0 {
         Some("--rounds must be at least 1")
     } else {
@@ -240,6 +262,14 @@ fn run(mut args: Args) -> Result<ExitCode> {
         args.verify_threads
     };
     let issuers = Issuers::new(args.seed);
+    if args.feed {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores.max(2))
+            .enable_all()
+            .build()?;
+        args.spawn = true;
+        return feed::run(&args, &issuers, verify_threads, &runtime);
+    }
     let comparisons: Vec<(wrk::Kind, &Path)> = [
         (wrk::Kind::Node, args.compare_node.as_deref()),
         (wrk::Kind::Go, args.compare_go.as_deref()),

@@ -62,8 +62,15 @@ fn free_port() -> Result<u16> {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` (from `PATH`) and waits until it answers `PING`.
+    /// Starts `redis-server` (from `PATH`) without persistence and waits until it answers
+    /// `PING`.
     pub fn start() -> Result<RedisServer> {
+        RedisServer::start_with(&["--appendonly", "no"])
+    }
+
+    /// Starts `redis-server` with `persistence` (e.g. `--appendonly yes --appendfsync
+    /// everysec` for `--feed`) instead of none.
+    pub fn start_with(persistence: &[&str]) -> Result<RedisServer> {
         let dir = tempfile::Builder::new()
             .prefix("idgate-loadtest-redis-")
             .tempdir()?;
@@ -73,7 +80,8 @@ impl RedisServer {
             let port = free_port()?;
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
+                .args(["--save", ""])
+                .args(persistence)
                 .args(["--maxmemory-policy", "noeviction"])
                 .arg("--dir")
                 .arg(dir.path())
@@ -85,7 +93,7 @@ impl RedisServer {
                 .spawn()
                 .map_err(|e| {
                     anyhow::anyhow!(
-                        "cannot start redis-server ({e}); --replay redis needs it (apt-get install redis-server)"
+                        "cannot start redis-server ({e}); --replay redis and --feed need it (apt-get install redis-server)"
                     )
                 })?;
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -161,6 +161,10 @@ pub struct GatewayOptions {
     pub revocation_list: usize,
     /// `replay.backend = "redis"` on this server (`None`: the memory store).
     pub redis_url: Option<String>,
+    /// `revocation.feed = "redis"` on this server (`None`: no shared feed), and its stream
+    /// key (`None`: the default).
+    pub feed_url: Option<String>,
+    pub feed_stream: Option<String>,
 }
 
 /// Writes a snapshot of `count` subject entries (IDs `1000000000`, `1000000001`, ...; 90%
@@ -248,7 +252,7 @@ max_presentation_age_s = {age}
 
 [revocation]
 data_dir = "data"
-
+{feed}
 {replay}
 
 [admin]
@@ -270,6 +274,18 @@ allow_status_queries = true
         key = hex(&Sha256::digest(api_key.as_bytes())),
         audience = crate::corpus::AUDIENCE,
         replay = replay_section(options.redis_url.as_deref()),
+        feed = options
+            .feed_url
+            .as_ref()
+            .map(|url| {
+                let stream = options
+                    .feed_stream
+                    .as_ref()
+                    .map(|s| format!("feed_stream = \"{s}\"\n"))
+                    .unwrap_or_default();
+                format!("feed = \"redis\"\nredis_url = \"{url}\"\n{stream}")
+            })
+            .unwrap_or_default(),
     );
     let config_path = dir.path().join("idgate.toml");
     std::fs::write(&config_path, config)?;

@@ -93,6 +93,8 @@ impl Target {
             max_presentation_age_s: 900,
             revocation_list: 0,
             redis_url: redis.as_ref().map(RedisServer::url),
+            feed_url: None,
+            feed_stream: None,
         };
         let spawned = if args.revocation_list > 0 {
             spawn_with_revocation_list(issuers, options, args.revocation_list, &mut checks)?

@@ -206,18 +206,25 @@ fn cannot_run(why: &str) {
     }
 }
 
+/// Whether `redis-server` is on `PATH`; when it is not, [`cannot_run`] says so.
+fn redis_server_installed() -> bool {
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed {
+        cannot_run("redis-server is not installed (apt-get install redis-server)");
+    }
+    installed
+}
+
 /// `--replay redis`: the generator starts its own redis-server (a free port, never 6379), the
 /// spawned gateway keeps its replay nonces there (every presentation `valid`, each phase
 /// reporting the gateway's round trips to Redis), `--redis-fill` writes keys in the gateway's
 /// format and measures their memory, and the server is gone when the run ends.
 #[test]
 fn a_redis_replay_smoke_run_reports_round_trips_and_stops_its_server() {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        cannot_run("redis-server is not installed (apt-get install redis-server)");
+    if !redis_server_installed() {
         return;
     }
     let run = smoke(&[
@@ -285,12 +292,7 @@ fn a_redis_replay_smoke_run_reports_round_trips_and_stops_its_server() {
 /// accepts every presentation once), the order alternating, and the per-round ratios reported.
 #[test]
 fn an_a_b_run_sends_each_round_to_both_gateways_in_alternating_order() {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        cannot_run("redis-server is not installed (apt-get install redis-server)");
+    if !redis_server_installed() {
         return;
     }
     let run = smoke(&[
@@ -370,4 +372,62 @@ fn redis_needs_a_spawned_gateway_and_the_fill_needs_redis() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// `--feed`: two gateways on a redis-server of the run's own (append-only file on) and a
+/// control gateway on a stream of its own. Every probe posted to A shows on B, the rounds
+/// alternate control and applying with the feed applied on B only in the latter, and the
+/// import reaches both gateways.
+#[test]
+fn a_feed_smoke_run_measures_propagation_the_busy_instance_and_an_import() {
+    if !redis_server_installed() {
+        return;
+    }
+    let run = smoke(&[
+        "--feed",
+        "--feed-import",
+        "100000",
+        "--rounds",
+        "2",
+        "--no-ceiling",
+    ]);
+    run.assert_success();
+    let report = run.report.expect("a report");
+    assert_eq!(report["schema"], "idgate-loadtest-feed/1");
+    assert_eq!(report["appendfsync"], "everysec", "{report}");
+    let p = &report["propagation"];
+    // Two seconds measured, one probe every 10 ms.
+    assert!(p["probes"].as_u64().unwrap() >= 150, "{p}");
+    assert_eq!(p["probes_lost"], 0, "{p}");
+    assert_eq!(p["background_errors"], 0, "{p}");
+    let ms = &p["propagation_ms"];
+    let (p50, p99) = (ms["p50"].as_f64().unwrap(), ms["p99"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 < 1000.0, "{ms}");
+    // The acknowledgement comes before the update shows on B.
+    assert!(p["publish_ack_ms"]["p50"].as_f64().unwrap() <= p50, "{p}");
+    let achieved = p["achieved_updates_per_s"].as_f64().unwrap();
+    assert!((900.0..1100.0).contains(&achieved), "{p}");
+    let rounds = report["busy"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert_eq!(rounds[0]["loaded"], false);
+    assert_eq!(rounds[1]["loaded"], true);
+    // B applies the published updates only when they go to A.
+    let applied = |r: &Value| r["feed_entries_applied"].as_f64().unwrap();
+    assert!(applied(&rounds[0]) < 100.0, "{rounds:?}");
+    assert!(applied(&rounds[1]) >= 1800.0, "{rounds:?}");
+    for round in rounds {
+        assert!(round["items_per_s"].as_f64().unwrap() > 0.0, "{round}");
+        assert!(round["updates_per_s"].as_f64().unwrap() >= 900.0, "{round}");
+    }
+    assert!(report["busy"]["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["busy"]["pair_ratios"].as_array().unwrap().len(), 1);
+    let import = &report["import"];
+    assert_eq!(import["entries"], 100000, "{import}");
+    let both = import["visible_on_both_s"].as_f64().unwrap();
+    assert!(both > 0.0 && both < 60.0, "{import}");
+    assert!(
+        run.stdout.contains("feed propagation A → B"),
+        "{}",
+        run.stdout
+    );
 }

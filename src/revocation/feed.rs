@@ -453,6 +453,15 @@ pub async fn read_after(
     count: usize,
     block: Duration,
 ) -> Result<Vec<FeedEntry>, FeedError> {
+    let reply: Value = xread(keys, after, count, block)
+        .query_async(connection)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    parse_xread(reply)
+}
+
+/// `XREAD COUNT count BLOCK block STREAMS stream <after>-0`.
+fn xread(keys: &FeedKeys, after: u64, count: usize, block: Duration) -> redis::Cmd {
     let mut command = redis::cmd("XREAD");
     command
         .arg("COUNT")
@@ -462,11 +471,7 @@ pub async fn read_after(
         .arg("STREAMS")
         .arg(&keys.stream)
         .arg(format!("{after}-0"));
-    let reply: Value = command
-        .query_async(connection)
-        .await
-        .map_err(|e| redis_error(&e))?;
-    parse_xread(reply)
+    command
 }
 
 /// The entries of an `XREAD` reply for one stream (`Nil` when the block timed out).
@@ -615,6 +620,17 @@ pub async fn feed_epoch(
     connection: &mut MultiplexedConnection,
     keys: &FeedKeys,
 ) -> Result<[u8; 16], FeedError> {
+    let (value,): (Vec<u8>,) = epoch_pipe(keys)
+        .query_async(connection)
+        .await
+        .map_err(|e| redis_error(&e))?;
+    value
+        .try_into()
+        .map_err(|_| FeedError::Malformed("feed epoch"))
+}
+
+/// `SET epoch <random> NX` (ignored) and `GET epoch`: the feed's epoch, made if there is none.
+fn epoch_pipe(keys: &FeedKeys) -> redis::Pipeline {
     let candidate: [u8; 16] = rand::rng().random();
     let mut pipe = redis::pipe();
     pipe.cmd("SET")
@@ -623,13 +639,33 @@ pub async fn feed_epoch(
         .arg("NX")
         .ignore();
     pipe.cmd("GET").arg(&keys.epoch);
-    let (value,): (Vec<u8>,) = pipe
+    pipe
+}
+
+/// [`feed_epoch`] and then [`read_after`] in one round trip (Redis runs them in that order,
+/// so the entries read belong to the epoch returned). The entries are `None` when the epoch is
+/// not `expected`: they would be another feed's.
+pub async fn epoch_and_read_after(
+    connection: &mut MultiplexedConnection,
+    keys: &FeedKeys,
+    expected: [u8; 16],
+    after: u64,
+    count: usize,
+    block: Duration,
+) -> Result<([u8; 16], Option<Vec<FeedEntry>>), FeedError> {
+    let mut pipe = epoch_pipe(keys);
+    pipe.add_command(xread(keys, after, count, block));
+    let (epoch, reply): (Vec<u8>, Value) = pipe
         .query_async(connection)
         .await
         .map_err(|e| redis_error(&e))?;
-    value
+    let epoch: [u8; 16] = epoch
         .try_into()
-        .map_err(|_| FeedError::Malformed("feed epoch"))
+        .map_err(|_| FeedError::Malformed("feed epoch"))?;
+    if epoch != expected {
+        return Ok((epoch, None));
+    }
+    Ok((epoch, Some(parse_xread(reply)?)))
 }
 
 /// Counters of one instance's applier, read by the metrics endpoint.
@@ -683,6 +719,8 @@ pub struct Applier {
     dir: std::path::PathBuf,
     position: Position,
     stats: Arc<FeedStats>,
+    /// When the position was last recorded (`None`: not yet by this applier).
+    saved_at: Option<std::time::Instant>,
 }
 
 impl Applier {
@@ -703,6 +741,7 @@ impl Applier {
             dir,
             position,
             stats,
+            saved_at: None,
         }
     }
 
@@ -727,7 +766,7 @@ impl Applier {
             .await
             .map_err(|e| FeedError::Local(e.to_string()))?;
         self.position.sequence = manifest.position;
-        self.save(1).await?;
+        self.save(store, 1, true).await?;
         self.stats.gaps_repaired.fetch_add(1, Ordering::Relaxed);
         self.stats
             .snapshot_created
@@ -742,57 +781,60 @@ impl Applier {
         self.position
     }
 
-    /// Reads what follows the position (waiting up to `block`), commits each update to
-    /// `store` as one durable record, in order, then records the new position. An entry that
-    /// does not decode stops the step with an error before it: it is never skipped.
+    /// Reads what follows the position (waiting up to `block`), commits its updates to
+    /// `store` (in order, sharing the writer's group commits), then records the new position.
+    /// An entry that does not decode stops the step with an error before it: it is never
+    /// skipped.
     pub async fn step(
         &mut self,
         connection: &mut MultiplexedConnection,
         store: &super::store::RevocationStore,
         block: Duration,
     ) -> Result<Step, FeedError> {
-        // Checked before every read: a feed made anew numbers its entries from 1 again, and
-        // reading it after the old position would skip them.
-        let epoch = feed_epoch(connection, &self.keys).await?;
-        if epoch != self.position.epoch {
-            self.position = Position { epoch, sequence: 0 };
-            self.save(1).await?;
-            return Ok(Step::NewEpoch);
-        }
-        let entries = read_after(
+        // Checked with every read (one round trip): a feed made anew numbers its entries from
+        // 1 again, and reading it after the old position would skip them.
+        let (epoch, entries) = epoch_and_read_after(
             connection,
             &self.keys,
+            self.position.epoch,
             self.position.sequence,
             READ_COUNT,
             block,
         )
         .await?;
+        let Some(entries) = entries else {
+            self.position = Position { epoch, sequence: 0 };
+            self.save(store, 1, true).await?;
+            return Ok(Step::NewEpoch);
+        };
+        // Updates wait in `pending` until the read is done (or an import commit needs them
+        // durable first); the position passes only what `store` has made durable.
+        let mut pending = Vec::new();
+        let mut taken = self.position.sequence;
         let mut applied = 0;
-        let mut result = Ok(());
+        let mut stop = None;
+        let mut force = false;
         for entry in &entries {
-            if entry.sequence != self.position.sequence + 1 {
-                result = Err(Step::Gap {
-                    at: self.position.sequence,
+            if entry.sequence != taken + 1 {
+                stop = Some(Stop::Gap(Step::Gap {
+                    at: taken,
                     next: entry.sequence,
-                });
+                }));
                 break;
             }
             match entry.kind {
                 EntryKind::Update => {
                     let Some(record) = super::log::RecordBuilder::from_payload(&entry.payload)
                     else {
-                        self.save(applied).await?;
-                        return Err(FeedError::Malformed("update payload"));
+                        stop = Some(Stop::Malformed("update payload"));
+                        break;
                     };
-                    store
-                        .commit_record(record)
-                        .await
-                        .map_err(|e| FeedError::Local(e.to_string()))?;
+                    pending.push(record);
                 }
                 EntryKind::Heartbeat => {
                     let Ok(millis) = <[u8; 8]>::try_from(entry.payload.as_slice()) else {
-                        self.save(applied).await?;
-                        return Err(FeedError::Malformed("heartbeat payload"));
+                        stop = Some(Stop::Malformed("heartbeat payload"));
+                        break;
                     };
                     self.stats.last_heartbeat.fetch_max(
                         i64::from_le_bytes(millis).div_euclid(1000),
@@ -802,9 +844,11 @@ impl Applier {
                 EntryKind::ImportCommit => {
                     let Some(commit) = super::feed_share::ImportCommit::decode(&entry.payload)
                     else {
-                        self.save(applied).await?;
-                        return Err(FeedError::Malformed("import commit payload"));
+                        stop = Some(Stop::Malformed("import commit payload"));
+                        break;
                     };
+                    // The updates before it first: the merge must not overtake them.
+                    self.commit(store, &mut pending).await?;
                     let keys = &self.keys;
                     let slots = super::feed_share::read_chunks(
                         connection,
@@ -815,10 +859,10 @@ impl Applier {
                     let Some(slots) = slots else {
                         // Its chunks are gone: only a shared snapshot that covers the commit
                         // can bring this instance past it.
-                        result = Err(Step::Gap {
-                            at: self.position.sequence,
+                        stop = Some(Stop::Gap(Step::Gap {
+                            at: taken,
                             next: entry.sequence + 1,
-                        });
+                        }));
                         break;
                     };
                     store
@@ -826,38 +870,89 @@ impl Applier {
                         .await
                         .map_err(|e| FeedError::Local(e.to_string()))?;
                     self.stats.imports_applied.fetch_add(1, Ordering::Relaxed);
+                    force = true;
                 }
             }
-            self.position.sequence = entry.sequence;
+            taken = entry.sequence;
             applied += 1;
-            self.stats.entries_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        self.commit(store, &mut pending).await?;
+        self.position.sequence = taken;
+        if applied > 0 {
+            self.stats
+                .entries_applied
+                .fetch_add(applied as u64, Ordering::Relaxed);
             self.stats
                 .last_entry_at
                 .store(crate::clock::unix_now(), Ordering::Relaxed);
         }
-        self.save(applied).await?;
-        match result {
-            Ok(()) => Ok(Step::Applied {
+        self.save(store, applied, force || stop.is_some()).await?;
+        match stop {
+            None => Ok(Step::Applied {
                 entries: applied,
                 to: self.position.sequence,
             }),
-            Err(gap) => Ok(gap),
+            Some(Stop::Gap(gap)) => Ok(gap),
+            Some(Stop::Malformed(what)) => Err(FeedError::Malformed(what)),
         }
     }
 
-    /// Records the position once the records before it are durable (each commit above
-    /// returned only after its fsync).
-    async fn save(&self, applied: usize) -> Result<(), FeedError> {
-        if applied == 0 {
+    /// Writes and applies the pending update records; [`Applier::save`] makes them durable
+    /// before it records a position past them.
+    async fn commit(
+        &self,
+        store: &super::store::RevocationStore,
+        pending: &mut Vec<super::log::RecordBuilder>,
+    ) -> Result<(), FeedError> {
+        store
+            .write_records(std::mem::take(pending))
+            .await
+            .map_err(|e| FeedError::Local(e.to_string()))
+    }
+
+    /// Makes the records written so far durable (one sync), then records the position. Unless
+    /// `force`d, at most every [`POSITION_EVERY`]: a recorded position that lags only means
+    /// that a restart applies the entries after it again, in order, which leaves the list as
+    /// it was (the newest `at` wins, and on a tie the later-applied, which is applied later
+    /// again); the entries are still in the feed, which is trimmed only behind a snapshot.
+    async fn save(
+        &mut self,
+        store: &super::store::RevocationStore,
+        applied: usize,
+        force: bool,
+    ) -> Result<(), FeedError> {
+        if applied == 0
+            || (!force
+                && self
+                    .saved_at
+                    .is_some_and(|at| at.elapsed() < POSITION_EVERY))
+        {
             return Ok(());
         }
+        store
+            .sync()
+            .await
+            .map_err(|e| FeedError::Local(e.to_string()))?;
         let (position, dir) = (self.position, self.dir.clone());
         tokio::task::spawn_blocking(move || position.store(&dir))
             .await
             .map_err(|e| FeedError::Local(e.to_string()))?
-            .map_err(|e| FeedError::Local(format!("feed position: {e}")))
+            .map_err(|e| FeedError::Local(format!("feed position: {e}")))?;
+        self.saved_at = Some(std::time::Instant::now());
+        Ok(())
     }
 }
+
+/// Why a step stopped before the end of what it read.
+enum Stop {
+    Gap(Step),
+    Malformed(&'static str),
+}
+
+/// The feed position is recorded at most this often while entries keep coming (each record
+/// costs a file write and two fsyncs; at 1,000 updates/s, one per read would be most of the
+/// cost of applying the feed).
+pub const POSITION_EVERY: Duration = Duration::from_millis(250);
 
 /// Entries read per `XREAD`.
 pub const READ_COUNT: usize = 128;

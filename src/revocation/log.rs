@@ -71,6 +71,8 @@ pub struct Log {
     file: File,
     path: PathBuf,
     len: u64,
+    /// How much of `len` the last successful sync made durable.
+    synced: u64,
 }
 
 fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
@@ -385,6 +387,7 @@ impl Log {
                 file,
                 path: path.to_path_buf(),
                 len: scan.good_len as u64,
+                synced: scan.good_len as u64,
             },
             scan.slots,
             scan.recovery,
@@ -398,25 +401,55 @@ impl Log {
 
     /// Appends several records with one sync (group commit). On failure the file is cut back.
     pub fn append_all(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
-        let result = records
-            .iter()
-            .try_for_each(|r| self.file.write_all(r))
-            .and_then(|()| self.file.sync_data());
-        match result {
+        self.append_unsynced(records)?;
+        self.sync()
+    }
+
+    /// Appends records without making them durable yet: [`Log::sync`] does, later (the shared
+    /// feed's records, which the feed itself holds until the applier's position passes them).
+    /// On failure the file is cut back to where it was.
+    pub fn append_unsynced(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
+        match records.iter().try_for_each(|r| self.file.write_all(r)) {
             Ok(()) => {
                 self.len += records.iter().map(|r| r.len() as u64).sum::<u64>();
                 Ok(())
             }
             Err(error) => {
-                // Best effort: if even this fails, the next start finds a torn tail (no valid
-                // record can follow it, since nothing else is appended after a failure).
-                let _ = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_data());
+                self.cut_back(self.len);
                 Err(error)
             }
         }
+    }
+
+    /// Makes every appended record durable. On failure the file is cut back to what the last
+    /// successful sync made durable (a later sync cannot be trusted to cover pages a failed
+    /// one dropped).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if self.synced == self.len {
+            return Ok(());
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.synced = self.len;
+                Ok(())
+            }
+            Err(error) => {
+                self.len = self.synced;
+                self.cut_back(self.synced);
+                Err(error)
+            }
+        }
+    }
+
+    /// Best effort: if even this fails, the next start finds a torn tail (no valid record can
+    /// follow it, since nothing else is appended after a failure).
+    fn cut_back(&mut self, len: u64) {
+        let _ = self.file.set_len(len).and_then(|()| self.file.sync_data());
+    }
+
+    /// True when records were appended since the last sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.synced != self.len
     }
 
     /// Bytes in the log.
@@ -505,6 +538,32 @@ mod tests {
         // What was cut is kept beside the log for the operator.
         let kept = dir.path().join(format!("log.torn-{}", log.len()));
         assert_eq!(std::fs::read(kept).unwrap(), third[..third.len() - 3]);
+    }
+
+    #[test]
+    fn unsynced_records_are_counted_until_a_sync_and_a_synced_append_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _, _) = Log::open(&path).unwrap();
+        assert!(!log.has_unsynced());
+        log.append_unsynced(&[&encode_record(&[entry("a", 1)])])
+            .unwrap();
+        assert!(log.has_unsynced());
+        log.sync().unwrap();
+        assert!(!log.has_unsynced());
+        log.append_unsynced(&[&encode_record(&[entry("b", 2)])])
+            .unwrap();
+        // A synced group commit also makes the unsynced record before it durable.
+        log.append(&encode_record(&[entry("c", 3)])).unwrap();
+        assert!(!log.has_unsynced());
+        let len = log.len();
+        drop(log);
+        let (reopened, slots, _) = Log::open(&path).unwrap();
+        assert_eq!(reopened.len(), len);
+        assert_eq!(
+            slots,
+            [entry("a", 1), entry("b", 2), entry("c", 3)].map(|e| e.slot())
+        );
     }
 
     /// A log at `path` holding `n` one-entry records (`id0`, `id1`, ...).

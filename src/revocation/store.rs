@@ -30,6 +30,9 @@ const GROUP_BYTES: usize = 64 << 20;
 struct Commit {
     record: Vec<u8>,
     slots: Vec<Slot>,
+    /// False: written and applied, made durable by a later [`Job::Sync`] (the shared feed's
+    /// records).
+    sync: bool,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -41,6 +44,10 @@ enum Job {
     /// bulk import that arrived through the shared feed).
     Merge {
         slots: Vec<Slot>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Make every record written so far durable.
+    Sync {
         done: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -313,10 +320,51 @@ impl RevocationStore {
             Job::Commit(Commit {
                 record,
                 slots,
+                sync: true,
                 done,
             })
         })
         .await
+    }
+
+    /// Writes several built records to the log, in order, and applies them, without making
+    /// them durable: [`RevocationStore::sync`] does that later. For the shared feed's entries
+    /// only: the feed holds them, and the applier records its position past them only after
+    /// a sync, so a crash in between loses nothing (they are read again). Returns once all are
+    /// applied, or at the first that failed (those before it may be applied).
+    pub async fn write_records(&self, builders: Vec<RecordBuilder>) -> Result<(), CommitError> {
+        if builders.is_empty() {
+            return Ok(());
+        }
+        let sender = self.commits.lock().clone().ok_or(CommitError::Closed)?;
+        let mut answers = Vec::with_capacity(builders.len());
+        for builder in builders {
+            let (record, slots) = builder.finish();
+            let (done, answer) = oneshot::channel();
+            sender
+                .send(Job::Commit(Commit {
+                    record,
+                    slots,
+                    sync: false,
+                    done,
+                }))
+                .await
+                .map_err(|_| CommitError::Closed)?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            answer
+                .await
+                .map_err(|_| CommitError::Closed)?
+                .map_err(CommitError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every record written so far durable ([`RevocationStore::write_records`]).
+    pub async fn sync(&self) -> Result<(), CommitError> {
+        let sender = self.commits.lock().clone().ok_or(CommitError::Closed)?;
+        send_job(&sender, |done| Job::Sync { done }).await
     }
 
     /// Makes `slots` durable and applies them all at once: the writer seals the log, writes
@@ -386,6 +434,10 @@ impl Writer {
                     let _ = done.send(self.merge(&slots));
                     continue;
                 }
+                Job::Sync { done } => {
+                    let _ = done.send(self.log.sync().map_err(|e| e.to_string()));
+                    continue;
+                }
             };
             let mut group = vec![first];
             let mut bytes = group[0].record.len();
@@ -395,16 +447,23 @@ impl Writer {
                         bytes += commit.record.len();
                         group.push(commit);
                     }
-                    Ok(merge) => {
+                    Ok(other) => {
                         // Handled after this group, in arrival order.
-                        held = Some(merge);
+                        held = Some(other);
                         break;
                     }
                     Err(_) => break,
                 }
             }
             let records: Vec<&[u8]> = group.iter().map(|c| c.record.as_slice()).collect();
-            match self.log.append_all(&records) {
+            // One sync for the group when any of it asked for one (it also covers records
+            // written unsynced before).
+            let written = if group.iter().any(|c| c.sync) {
+                self.log.append_all(&records)
+            } else {
+                self.log.append_unsynced(&records)
+            };
+            match written {
                 Ok(()) => {
                     self.stats
                         .log_bytes
@@ -426,6 +485,11 @@ impl Writer {
                 }
             }
         }
+        if self.log.has_unsynced()
+            && let Err(error) = self.log.sync()
+        {
+            tracing::error!(error = %error, "cannot sync the revocation log at shutdown; the shared feed's newest entries are read again at the next start");
+        }
         if let Some(running) = self.snapshot.take() {
             let _ = running.join();
         }
@@ -437,6 +501,8 @@ impl Writer {
         if let Some(running) = self.snapshot.take() {
             let _ = running.join();
         }
+        // Records written unsynced are durable before their segment is sealed.
+        self.log.sync().map_err(|e| e.to_string())?;
         let next = self.segment + 1;
         let (log, _, _) = Log::open(&segment_path(&self.dir, next)).map_err(|e| e.to_string())?;
         self.log = log;
@@ -484,6 +550,13 @@ impl Writer {
         }
         if let Some(done) = self.snapshot.take() {
             let _ = done.join();
+        }
+        // Records written unsynced are durable before their segment is sealed.
+        if let Err(error) = self.log.sync() {
+            tracing::error!(error = %error, "cannot sync the revocation log; snapshot skipped");
+            self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+            self.since_snapshot = 0;
+            return;
         }
         let next = self.segment + 1;
         match Log::open(&segment_path(&self.dir, next)) {

@@ -78,6 +78,45 @@ fn background_snapshots_fold_the_log_and_a_restart_sees_the_same_list() {
 }
 
 #[test]
+fn records_written_unsynced_are_applied_at_once_and_kept_across_segments_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small snapshot threshold: the unsynced records cross several sealed segments.
+    let (store, _) = RevocationStore::open(dir.path(), 4096).unwrap();
+    let rt = runtime();
+    for batch in 0..40 {
+        let records: Vec<RecordBuilder> = (0..10)
+            .map(|i| {
+                let mut builder = RecordBuilder::default();
+                for j in 0..5 {
+                    builder.push(&entry(batch * 50 + i * 5 + j, 7));
+                }
+                builder
+            })
+            .collect();
+        rt.block_on(store.write_records(records)).unwrap();
+        // Applied before any sync.
+        let last = entry(batch * 50 + 49, 7);
+        assert!(
+            store
+                .list()
+                .lookup(last.kind, crate::id::Id::parse(&last.id).unwrap())
+                .is_some()
+        );
+        if batch % 7 == 0 {
+            rt.block_on(store.sync()).unwrap();
+        }
+    }
+    rt.block_on(store.sync()).unwrap();
+    assert!(store.stats().snapshots_ok.load(Ordering::Relaxed) >= 1);
+    let records = store.list().records();
+    assert_eq!(records, 2000);
+    store.close();
+    drop(store);
+    let (reopened, _) = RevocationStore::open(dir.path(), 4096).unwrap();
+    assert_eq!(reopened.list().records(), records);
+}
+
+#[test]
 fn the_single_log_of_earlier_builds_is_read_as_the_oldest_segment() {
     let dir = tempfile::tempdir().unwrap();
     let revocations = revocation_dir(dir.path());
