@@ -721,6 +721,9 @@ pub struct Applier {
     stats: Arc<FeedStats>,
     /// When the position was last recorded (`None`: not yet by this applier).
     saved_at: Option<std::time::Instant>,
+    /// The position last recorded (or started from): where a failed save rewinds to, so that
+    /// what the failure may have dropped is read and written again.
+    saved: Position,
 }
 
 impl Applier {
@@ -742,6 +745,7 @@ impl Applier {
             position,
             stats,
             saved_at: None,
+            saved: position,
         }
     }
 
@@ -929,15 +933,23 @@ impl Applier {
         {
             return Ok(());
         }
-        store
-            .sync()
-            .await
-            .map_err(|e| FeedError::Local(e.to_string()))?;
         let (position, dir) = (self.position, self.dir.clone());
-        tokio::task::spawn_blocking(move || position.store(&dir))
-            .await
-            .map_err(|e| FeedError::Local(e.to_string()))?
-            .map_err(|e| FeedError::Local(format!("feed position: {e}")))?;
+        let saved = async {
+            store
+                .sync()
+                .await
+                .map_err(|e| FeedError::Local(e.to_string()))?;
+            tokio::task::spawn_blocking(move || position.store(&dir))
+                .await
+                .map_err(|e| FeedError::Local(e.to_string()))?
+                .map_err(|e| FeedError::Local(format!("feed position: {e}")))
+        }
+        .await;
+        if let Err(error) = saved {
+            self.position = self.saved;
+            return Err(error);
+        }
+        self.saved = position;
         self.saved_at = Some(std::time::Instant::now());
         Ok(())
     }

@@ -73,6 +73,13 @@ pub struct Log {
     len: u64,
     /// How much of `len` the last successful sync made durable.
     synced: u64,
+    /// A sync (or cutting back after a failed write) failed: the file's contents past `synced`
+    /// are unknown, so nothing more is written or synced until the process restarts and reads
+    /// the log again (PostgreSQL's answer to a failed fsync). Without it, a later sync would
+    /// succeed and a feed position could be recorded past records the failure dropped.
+    failed: bool,
+    #[cfg(test)]
+    fail_next_sync: bool,
 }
 
 fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
@@ -388,6 +395,9 @@ impl Log {
                 path: path.to_path_buf(),
                 len: scan.good_len as u64,
                 synced: scan.good_len as u64,
+                failed: false,
+                #[cfg(test)]
+                fail_next_sync: false,
             },
             scan.slots,
             scan.recovery,
@@ -409,6 +419,7 @@ impl Log {
     /// feed's records, which the feed itself holds until the applier's position passes them).
     /// On failure the file is cut back to where it was.
     pub fn append_unsynced(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
+        self.refuse_if_failed()?;
         match records.iter().try_for_each(|r| self.file.write_all(r)) {
             Ok(()) => {
                 self.len += records.iter().map(|r| r.len() as u64).sum::<u64>();
@@ -425,10 +436,19 @@ impl Log {
     /// successful sync made durable (a later sync cannot be trusted to cover pages a failed
     /// one dropped).
     pub fn sync(&mut self) -> std::io::Result<()> {
+        self.refuse_if_failed()?;
         if self.synced == self.len {
             return Ok(());
         }
-        match self.file.sync_data() {
+        #[cfg(test)]
+        let synced = if std::mem::take(&mut self.fail_next_sync) {
+            Err(std::io::Error::other("injected fsync failure"))
+        } else {
+            self.file.sync_data()
+        };
+        #[cfg(not(test))]
+        let synced = self.file.sync_data();
+        match synced {
             Ok(()) => {
                 self.synced = self.len;
                 Ok(())
@@ -436,15 +456,38 @@ impl Log {
             Err(error) => {
                 self.len = self.synced;
                 self.cut_back(self.synced);
+                self.failed = true;
                 Err(error)
             }
         }
     }
 
-    /// Best effort: if even this fails, the next start finds a torn tail (no valid record can
-    /// follow it, since nothing else is appended after a failure).
+    /// Best effort; if even this fails, the log takes nothing more (`failed`), so the next
+    /// start finds a torn tail with nothing valid after it.
     fn cut_back(&mut self, len: u64) {
-        let _ = self.file.set_len(len).and_then(|()| self.file.sync_data());
+        if self
+            .file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .is_err()
+        {
+            self.failed = true;
+        }
+    }
+
+    fn refuse_if_failed(&self) -> std::io::Result<()> {
+        if self.failed {
+            return Err(std::io::Error::other(
+                "an earlier fsync of the revocation log failed; it takes no more writes until the gateway restarts",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes the next [`Log::sync`] fail as a failed `fdatasync` would.
+    #[cfg(test)]
+    pub fn fail_next_sync(&mut self) {
+        self.fail_next_sync = true;
     }
 
     /// True when records were appended since the last sync.
@@ -564,6 +607,29 @@ mod tests {
             slots,
             [entry("a", 1), entry("b", 2), entry("c", 3)].map(|e| e.slot())
         );
+    }
+
+    #[test]
+    fn after_a_failed_sync_the_log_takes_nothing_more_and_keeps_only_what_was_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _, _) = Log::open(&path).unwrap();
+        log.append(&encode_record(&[entry("a", 1)])).unwrap();
+        log.append_unsynced(&[&encode_record(&[entry("b", 2)])])
+            .unwrap();
+        log.fail_next_sync();
+        assert!(log.sync().is_err());
+        // Not a later sync that succeeds (which would let a position be recorded past "b"),
+        // and no more appends.
+        assert!(log.sync().is_err());
+        assert!(
+            log.append_unsynced(&[&encode_record(&[entry("c", 3)])])
+                .is_err()
+        );
+        assert!(log.append(&encode_record(&[entry("d", 4)])).is_err());
+        drop(log);
+        let (_, slots, _) = Log::open(&path).unwrap();
+        assert_eq!(slots, [entry("a", 1).slot()]);
     }
 
     /// A log at `path` holding `n` one-entry records (`id0`, `id1`, ...).
